@@ -1,0 +1,5 @@
+"""Imports every experiment module so that each registers itself. Add new experiments here."""
+
+from . import memory  # noqa: F401
+from . import domains  # noqa: F401
+from . import phonemes  # noqa: F401

@@ -1,0 +1,127 @@
+"""Running experiments: the context an experiment gets, and the files a run writes."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from ..errors import SystemPackageMissing
+from ..progress import progress
+from .registry import Experiment, get_experiment, list_experiments
+from .result import Result
+
+__all__ = ["Context", "environment", "run_all", "run_experiment", "seed_everything"]
+
+T = TypeVar("T")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a torch.Generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def environment() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "platform": platform.platform(), "cpu": cpu,
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+
+
+@dataclass
+class Context:
+    """What an experiment function receives.
+
+    Attributes:
+        experiment: the registry entry.
+        preset: ``quick`` or ``full``.
+        seeds: the seeds to run (mean ± std over them).
+        config: the preset's configuration (a copy; the experiment may read it freely).
+        out_dir: where plots go; results.json and report.md are written there too.
+    """
+
+    experiment: Experiment
+    preset: str
+    seeds: list[int]
+    config: dict[str, Any]
+    out_dir: Path
+
+    def result(self) -> Result:
+        return Result(experiment=self.experiment.name, preset=self.preset, seeds=list(self.seeds),
+                      config=dict(self.config), description=self.experiment.description)
+
+    def progress(self, iterable: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
+        return progress(iterable, f"{self.experiment.name}: {desc}", total=total)
+
+    def save_plot(self, result: Result, fig, name: str) -> Path:
+        """Save a matplotlib figure as PNG in the run directory and list it in the result."""
+        import matplotlib.pyplot as plt
+
+        path = self.out_dir / name
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        if name not in result.plots:
+            result.plots.append(name)
+        return path
+
+
+def run_experiment(name: str, preset: str = "quick", seeds: int | None = None,
+                   out: str | Path = "runs") -> Result:
+    """Run one experiment and write ``out/NAME/{results.json, report.md, *.png}``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    exp = get_experiment(name)
+    if preset not in exp.presets:
+        raise ValueError(f"experiment {name!r} has no preset {preset!r}; "
+                         f"choose one of {sorted(exp.presets)}")
+    n_seeds = exp.default_seeds.get(preset, 1) if seeds is None else seeds
+    if n_seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {n_seeds}")
+    out_dir = Path(out) / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = Context(exp, preset, list(range(n_seeds)), dict(exp.presets[preset]), out_dir)
+    start = time.perf_counter()
+    result = exp.fn(ctx)
+    result.seconds = time.perf_counter() - start
+    result.environment = environment()
+    result.write(out_dir)
+    return result
+
+
+def run_all(preset: str = "quick", seeds: int | None = None, out: str | Path = "runs",
+            names: list[str] | None = None) -> tuple[list[Result], list[tuple[str, str]]]:
+    """Run every experiment; one that needs a missing system package is skipped, not fatal.
+
+    Returns the results and a list of (experiment, reason) for the skipped ones.
+    """
+    results, skipped = [], []
+    for exp in list_experiments():
+        if names is not None and exp.name not in names:
+            continue
+        print(f"== {exp.name} ({preset})", file=sys.stderr, flush=True)
+        try:
+            results.append(run_experiment(exp.name, preset, seeds, out))
+        except SystemPackageMissing as err:
+            skipped.append((exp.name, str(err)))
+            print(f"   skipped: {err}", file=sys.stderr, flush=True)
+    return results, skipped

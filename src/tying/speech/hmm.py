@@ -1,0 +1,502 @@
+"""Phone HMMs shared by every word that uses them: batched log-space forward, Viterbi, Baum-Welch.
+
+A word model is the concatenation of its phones' left-to-right HMMs (3 emitting states each,
+diagonal-Gaussian-mixture emissions). Each word state points into one table of *global* states
+(phone, state), so two words that share a phone share its parameters, and a word never heard
+in training has a model as soon as the lexicon gives its phones.
+
+The algorithms work on padded batches: utterances (B) of different lengths (``lengths``) against
+models (K) of different numbers of states (padding states have emission −∞). The only Python
+loop in the hot path is over time; distributions, states, models and utterances are tensor axes.
+
+Shapes used throughout: ``log_b`` (B, T, K, N) emission log-densities per word state;
+``log_stay``/``log_next`` (K, N) or (B, K, N) self-loop and advance log-probabilities;
+``last`` (K,) or (B, K) index of each model's final state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .lexicon import Lexicon
+
+__all__ = ["PhoneHMMs", "backward_l2r", "diag_gmm_logprob", "forward_dense", "forward_l2r",
+           "pad_features", "viterbi_dense", "viterbi_l2r"]
+
+NEG_INF = float("-inf")
+
+
+def pad_features(features: Sequence, *, dtype=torch.float64, device=None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack (T_i, D) feature arrays into a zero-padded (B, T_max, D) tensor and lengths (B,).
+
+    Raises:
+        ValueError: no utterances, an empty utterance, or differing feature dimensions.
+    """
+    if len(features) == 0:
+        raise ValueError("features is empty: give at least one (frames, dims) array")
+    arrays = [torch.as_tensor(np.asarray(f), dtype=dtype, device=device) for f in features]
+    dims = {a.shape[-1] if a.ndim == 2 else None for a in arrays}
+    for i, a in enumerate(arrays):
+        if a.ndim != 2:
+            raise ValueError(f"features[{i}] must be 2-D (frames, dims), got shape "
+                             f"{tuple(a.shape)}")
+        if a.shape[0] == 0:
+            raise ValueError(f"features[{i}] has 0 frames (empty audio)")
+    if len(dims) != 1:
+        raise ValueError(f"all utterances must have the same feature dimension, got {sorted(dims)}")
+    lengths = torch.tensor([a.shape[0] for a in arrays], device=device)
+    x = torch.nn.utils.rnn.pad_sequence(arrays, batch_first=True)
+    return x, lengths
+
+
+def diag_gmm_logprob(x: torch.Tensor, means: torch.Tensor, variances: torch.Tensor
+                     ) -> torch.Tensor:
+    """log N(x; μ_um, diag σ²_um) for every frame and component: (F, D) -> (F, U, M).
+
+    Two matrix products instead of a loop over distributions:
+    −½ Σ_d (x² p − 2 x μ p + μ² p) − ½ Σ_d log σ² − D/2 log 2π, with p = 1/σ².
+    """
+    U, M, D = means.shape
+    prec = 1.0 / variances
+    const = -0.5 * (D * math.log(2 * math.pi) + torch.log(variances).sum(-1)
+                    + (means * means * prec).sum(-1))                       # (U, M)
+    quad = (x * x) @ prec.reshape(U * M, D).T                               # (F, U*M)
+    lin = x @ (means * prec).reshape(U * M, D).T
+    return (const.reshape(1, U * M) - 0.5 * quad + lin).reshape(-1, U, M)
+
+
+def _shift_right(a: torch.Tensor) -> torch.Tensor:
+    """a[..., n-1] at position n; −∞ at 0 (the state a transition 'advance' comes from)."""
+    return torch.cat([torch.full_like(a[..., :1], NEG_INF), a[..., :-1]], -1)
+
+
+def _shift_left(a: torch.Tensor) -> torch.Tensor:
+    return torch.cat([a[..., 1:], torch.full_like(a[..., :1], NEG_INF)], -1)
+
+
+def _end_vector(log_next, last, n_states: int, end: str) -> torch.Tensor:
+    """Log end weights per state: the exit from the final state, or 0 everywhere for 'any'."""
+    ar = torch.arange(n_states, device=log_next.device)
+    if end == "final":
+        return torch.where(ar == last.unsqueeze(-1), log_next, torch.full_like(log_next, NEG_INF))
+    if end == "any":
+        return torch.zeros_like(log_next)
+    raise ValueError(f"end must be 'final' (leave through the last state) or 'any' (hmmlearn's "
+                     f"convention), got {end!r}")
+
+
+def forward_l2r(log_b: torch.Tensor, log_stay: torch.Tensor, log_next: torch.Tensor,
+                lengths: torch.Tensor, last: torch.Tensor, *, end: str = "final",
+                return_alpha: bool = False):
+    """Log-likelihood of each utterance under each left-to-right model (start in state 0).
+
+    Args:
+        log_b: (B, T, K, N) emission log-densities (−∞ for padding states).
+        log_stay, log_next: (K, N) or (B, K, N) log self-loop / advance probabilities.
+        lengths: (B,) frames per utterance (frames past the length are ignored).
+        last: (K,) or (B, K) each model's final state.
+        end: ``final`` — paths end by leaving the final state (HTK's exit transition);
+            ``any`` — sum over every state at the last frame (hmmlearn's ``score``).
+        return_alpha: also return the forward variables (T, B, K, N).
+
+    Returns:
+        (B, K) log-likelihoods (−∞ where a model has more states than the utterance has
+        frames), and the alphas if asked.
+
+    Example:
+        >>> log_b = torch.zeros(1, 4, 1, 2)
+        >>> s = torch.log(torch.tensor([[0.5, 0.5]]))
+        >>> forward_l2r(log_b, s, s, torch.tensor([4]), torch.tensor([1]), end="any").exp()
+        tensor([[0.5000]])
+    """
+    B, T, K, N = log_b.shape
+    steps = torch.arange(T, device=log_b.device)
+    alive = steps.unsqueeze(0) < lengths.unsqueeze(1)                     # (B, T)
+    alpha = torch.full((B, K, N), NEG_INF, dtype=log_b.dtype, device=log_b.device)
+    alpha[..., 0] = log_b[:, 0, :, 0]
+    alphas = [alpha] if return_alpha else None
+    for t in range(1, T):
+        new = torch.logaddexp(alpha + log_stay, _shift_right(alpha + log_next)) + log_b[:, t]
+        alpha = torch.where(alive[:, t, None, None], new, alpha)
+        if return_alpha:
+            alphas.append(alpha)
+    ll = torch.logsumexp(alpha + _end_vector(log_next, last, N, end), dim=-1)
+    if return_alpha:
+        return ll, torch.stack(alphas)
+    return ll
+
+
+def backward_l2r(log_b: torch.Tensor, log_stay: torch.Tensor, log_next: torch.Tensor,
+                 lengths: torch.Tensor, last: torch.Tensor, *, end: str = "final"
+                 ) -> torch.Tensor:
+    """Backward variables β (T, B, K, N) of the same models (β at t ≥ length−1 is the end)."""
+    B, T, K, N = log_b.shape
+    end_vec = _end_vector(log_next, last, N, end).expand(B, K, N)
+    beta = end_vec
+    betas = [beta]
+    for t in range(T - 2, -1, -1):
+        g = log_b[:, t + 1] + beta
+        new = torch.logaddexp(log_stay + g, log_next + _shift_left(g))
+        beta = torch.where((t < lengths - 1)[:, None, None], new, end_vec)
+        betas.append(beta)
+    return torch.stack(betas[::-1])
+
+
+def viterbi_l2r(log_b: torch.Tensor, log_stay: torch.Tensor, log_next: torch.Tensor,
+                lengths: torch.Tensor, last: torch.Tensor, *, end: str = "final",
+                return_path: bool = False):
+    """Best-path log-probabilities (B, K), and with ``return_path`` the state paths (B, K, T).
+
+    Path entries past an utterance's length are −1.
+    """
+    B, T, K, N = log_b.shape
+    alive = torch.arange(T, device=log_b.device).unsqueeze(0) < lengths.unsqueeze(1)
+    delta = torch.full((B, K, N), NEG_INF, dtype=log_b.dtype, device=log_b.device)
+    delta[..., 0] = log_b[:, 0, :, 0]
+    moved = []
+    for t in range(1, T):
+        stay = delta + log_stay
+        move = _shift_right(delta + log_next)
+        came = move > stay                                                 # advanced into n
+        new = torch.maximum(stay, move) + log_b[:, t]
+        delta = torch.where(alive[:, t, None, None], new, delta)
+        moved.append(came)
+    final = delta + _end_vector(log_next, last, N, end)
+    score, state = final.max(-1)
+    if not return_path:
+        return score
+    path = torch.full((B, K, T), -1, dtype=torch.long, device=log_b.device)
+    ends = (lengths - 1).view(B, 1).expand(B, K)
+    cur = state
+    for t in range(T - 1, -1, -1):
+        here = t <= ends                       # cur is the final state until t reaches the end
+        path[..., t] = torch.where(here, cur, path[..., t])
+        if t > 0:
+            back = moved[t - 1].gather(-1, cur.unsqueeze(-1)).squeeze(-1).long()
+            cur = torch.where(here, cur - back, cur)
+    return score, path
+
+
+def forward_dense(log_b: torch.Tensor, log_pi: torch.Tensor, log_A: torch.Tensor,
+                  lengths: torch.Tensor) -> torch.Tensor:
+    """Forward log-likelihood (B,) for any topology: log_b (B, T, N), log_pi (N,), log_A (N, N).
+
+    Ends in any state (hmmlearn's ``score`` convention).
+    """
+    T = log_b.shape[1]
+    alpha = log_pi + log_b[:, 0]
+    for t in range(1, T):
+        new = torch.logsumexp(alpha.unsqueeze(-1) + log_A, dim=1) + log_b[:, t]
+        alpha = torch.where((t < lengths)[:, None], new, alpha)
+    return torch.logsumexp(alpha, -1)
+
+
+def viterbi_dense(log_b: torch.Tensor, log_pi: torch.Tensor, log_A: torch.Tensor,
+                  lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best-path log-probabilities (B,) and paths (B, T) (−1 past the length), any topology."""
+    B, T = log_b.shape[:2]
+    delta = log_pi + log_b[:, 0]
+    ptrs = []
+    for t in range(1, T):
+        cand = delta.unsqueeze(-1) + log_A                                  # (B, from, to)
+        best, arg = cand.max(1)
+        delta = torch.where((t < lengths)[:, None], best + log_b[:, t], delta)
+        ptrs.append(arg)
+    score, cur = delta.max(-1)
+    path = torch.full((B, T), -1, dtype=torch.long, device=log_b.device)
+    ends = lengths - 1
+    for t in range(T - 1, -1, -1):
+        here = t <= ends
+        path[:, t] = torch.where(here, cur, path[:, t])
+        if t > 0:
+            prev = ptrs[t - 1].gather(1, cur.unsqueeze(1)).squeeze(1)
+            cur = torch.where(here, prev, cur)
+    return score, path
+
+
+class PhoneHMMs:
+    """Left-to-right phone HMMs with diagonal-GMM emissions, trained by embedded Baum-Welch.
+
+    Every unit of the lexicon (a phone, or ``sil``) has ``n_states`` emitting states; a word is
+    the concatenation of its units, and every word that uses a unit uses the *same* parameters.
+    Give `Lexicon.unshared()` instead and each word gets private units: the whole-word baseline.
+
+    Args:
+        n_states: emitting states per unit.
+        n_mix: Gaussian components per state.
+        n_iter: Baum-Welch iterations.
+        var_floor: variance floor, as a fraction of the global per-dimension variance.
+        self_loop: initial self-loop probability.
+        seed: seeds the initial mixture perturbation.
+        dtype: float32 is enough for recognition; float64 to compare with hmmlearn.
+        batch_size: utterances per batch in training and scoring (memory vs. speed).
+        end: ``final`` — a word ends by leaving its last state; ``any`` — hmmlearn's convention
+            (sum over all states at the last frame).
+
+    Learned attributes (after `fit`): ``units_``, ``means_`` (U·S, M, D), ``vars_``,
+    ``log_weights_`` (U·S, M), ``log_stay_`` (U·S,), ``history_`` (mean log-likelihood per frame
+    after each iteration).
+
+    Example:
+        >>> lex = Lexicon({"ab": "ab", "ba": "ba"}, silence=False)
+        >>> rng = np.random.default_rng(0)
+        >>> a, b = rng.normal(-2, 1, (20, 2)), rng.normal(2, 1, (20, 2))
+        >>> hmm = PhoneHMMs(n_mix=1, n_iter=3).fit([np.r_[a, b], np.r_[b, a]], ["ab", "ba"], lex)
+        >>> hmm.predict([np.r_[b, a]], lex)
+        ['ba']
+    """
+
+    def __init__(self, n_states: int = 3, n_mix: int = 2, n_iter: int = 8, *,
+                 var_floor: float = 0.01, self_loop: float = 0.6, seed: int = 0,
+                 dtype: torch.dtype = torch.float32, batch_size: int = 128, end: str = "final"):
+        if n_states < 1 or n_mix < 1 or n_iter < 0:
+            raise ValueError(f"need n_states >= 1, n_mix >= 1, n_iter >= 0; got {n_states}, "
+                             f"{n_mix}, {n_iter}")
+        if not 0 < self_loop < 1:
+            raise ValueError(f"self_loop must be in (0, 1), got {self_loop}")
+        self.n_states, self.n_mix, self.n_iter = n_states, n_mix, n_iter
+        self.var_floor, self.self_loop, self.seed = var_floor, self_loop, seed
+        if end not in ("final", "any"):
+            raise ValueError(f"end must be 'final' or 'any', got {end!r}")
+        self.dtype, self.batch_size, self.end = dtype, batch_size, end
+
+    # ------------------------------------------------------------------ model structure
+    def _check_fitted(self):
+        if not hasattr(self, "means_"):
+            raise RuntimeError("this PhoneHMMs is not fitted yet; call fit(features, words, "
+                               "lexicon) first")
+
+    def word_states(self, lexicon: Lexicon, words: Sequence[str]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Global state indices (K, N_max) of each word (padding: U·S) and their counts (K,).
+
+        Raises:
+            ValueError: a word uses a unit with no trained parameters (names word and unit).
+        """
+        self._check_fitted()
+        S = self.n_states
+        rows = []
+        for w in words:
+            idx = []
+            for p in lexicon[w]:
+                if p not in self.unit_index_:
+                    raise ValueError(f"word {w!r} uses the phone {p!r}, which no training word "
+                                     f"had, so it has no model; trained phones: "
+                                     f"{' '.join(self.units_)}")
+                u = self.unit_index_[p]
+                idx.extend(range(u * S, u * S + S))
+            rows.append(idx)
+        n = torch.tensor([len(r) for r in rows])
+        pad = len(self.units_) * S
+        table = torch.full((len(rows), int(n.max())), pad, dtype=torch.long)
+        for i, r in enumerate(rows):
+            table[i, : len(r)] = torch.tensor(r)
+        return table, n
+
+    def n_parameters(self, lexicon: Lexicon | None = None) -> int:
+        """Free parameters: per state M·(2D) Gaussian + (M−1) weights + 1 self-loop.
+
+        With ``lexicon``, only the units its words use are counted.
+        """
+        self._check_fitted()
+        D = self.means_.shape[-1]
+        per_state = self.n_mix * 2 * D + (self.n_mix - 1) + 1
+        units = (len(self.units_) if lexicon is None
+                 else len({p for w in lexicon for p in lexicon[w]}))
+        return units * self.n_states * per_state
+
+    def _transitions(self, table: torch.Tensor, counts: torch.Tensor):
+        stay = torch.cat([self.log_stay_, self.log_stay_.new_zeros(1)])[table]
+        nxt = torch.log1p(-torch.exp(stay))
+        valid = torch.arange(table.shape[1]) < counts.unsqueeze(1)
+        stay = torch.where(valid, stay, torch.full_like(stay, NEG_INF))
+        nxt = torch.where(valid, nxt, torch.full_like(nxt, NEG_INF))
+        return stay, nxt
+
+    # ------------------------------------------------------------------ emissions
+    def _frame_logb(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, T, U·S + 1) state log-densities; the last column (padding) is −∞."""
+        B, T, D = x.shape
+        comp = diag_gmm_logprob(x.reshape(B * T, D), self.means_, self.vars_)
+        logb = torch.logsumexp(comp + self.log_weights_, -1).reshape(B, T, -1)
+        return torch.cat([logb, logb.new_full((B, T, 1), NEG_INF)], -1)
+
+    def _gathered(self, x, table):
+        """Per word-state component log-densities (B, T, N, M) for per-utterance tables (B, N)."""
+        pad = len(self.units_) * self.n_states
+        safe = table.clamp(max=pad - 1)
+        mu, var = self.means_[safe], self.vars_[safe]                        # (B, N, M, D)
+        prec = 1.0 / var
+        D = x.shape[-1]
+        const = -0.5 * (D * math.log(2 * math.pi) + torch.log(var).sum(-1)
+                        + (mu * mu * prec).sum(-1))                          # (B, N, M)
+        B, N, M, _ = mu.shape
+        quad = torch.bmm(x * x, prec.reshape(B, N * M, D).transpose(1, 2))
+        lin = torch.bmm(x, (mu * prec).reshape(B, N * M, D).transpose(1, 2))
+        comp = (const.reshape(B, 1, N * M) - 0.5 * quad + lin).reshape(B, -1, N, M)
+        comp = comp + self.log_weights_[safe].unsqueeze(1)
+        return comp.masked_fill((table == pad)[:, None, :, None], NEG_INF)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, features: Sequence, words: Sequence[str], lexicon: Lexicon) -> PhoneHMMs:
+        """Train on utterances ``features[i]`` (frames, dims) of ``words[i]``; returns self.
+
+        Raises:
+            ValueError: lengths differ, a word is not in the lexicon, or an utterance has fewer
+                frames than its word model has states.
+        """
+        if len(features) != len(words):
+            raise ValueError(f"features and words must have the same length, got "
+                             f"{len(features)} and {len(words)}")
+        if len(lexicon) == 0:
+            raise ValueError("the lexicon is empty")
+        x_all, len_all = pad_features(features, dtype=self.dtype)
+        used = sorted({p for w in set(words) for p in lexicon[w]})
+        self.units_ = tuple(used)
+        self.unit_index_ = {p: i for i, p in enumerate(used)}
+        S, M, D = self.n_states, self.n_mix, x_all.shape[-1]
+        G = len(used) * S
+        vocab = sorted(set(words))
+        self.means_ = torch.zeros(G, M, D, dtype=self.dtype)
+        table_w, counts_w = self.word_states(lexicon, vocab)
+        wi = torch.tensor([vocab.index(w) for w in words])
+        table, counts = table_w[wi], counts_w[wi]
+        short = torch.nonzero(len_all < counts).flatten()
+        if short.numel():
+            i = int(short[0])
+            raise ValueError(f"utterance {i} ({words[i]!r}) has {int(len_all[i])} frames, fewer "
+                             f"than the {int(counts[i])} states of its word model; use longer "
+                             "audio, a shorter hop, or fewer states per phone")
+        mask = torch.arange(x_all.shape[1]) < len_all.unsqueeze(1)            # (B, T)
+        frames = x_all[mask]
+        gmean, gvar = frames.mean(0), frames.var(0)
+        self._floor = self.var_floor * gvar
+        # Flat-start by uniform segmentation: frame t of an utterance with n states -> t·n/len.
+        seg = (torch.arange(x_all.shape[1]).unsqueeze(0) * counts.unsqueeze(1)) // len_all.clamp(
+            min=1).unsqueeze(1)
+        state = table.gather(1, seg.clamp(max=table.shape[1] - 1))[mask]
+        occ = torch.zeros(G + 1, dtype=self.dtype).index_add_(0, state, torch.ones_like(state,
+                                                              dtype=self.dtype))[:G]
+        s1 = torch.zeros(G + 1, D, dtype=self.dtype).index_add_(0, state, frames)[:G]
+        s2 = torch.zeros(G + 1, D, dtype=self.dtype).index_add_(0, state, frames * frames)[:G]
+        seen = occ > 0
+        mu = torch.where(seen[:, None], s1 / occ.clamp(min=1)[:, None], gmean)
+        var = torch.where(seen[:, None], s2 / occ.clamp(min=1)[:, None] - mu * mu, gvar)
+        var = torch.maximum(var, self._floor)
+        gen = torch.Generator().manual_seed(self.seed)
+        jitter = torch.randn(G, M, D, generator=gen, dtype=self.dtype) * 0.3 if M > 1 else 0.0
+        self.means_ = mu.unsqueeze(1) + jitter * var.sqrt().unsqueeze(1)
+        self.vars_ = var.unsqueeze(1).expand(G, M, D).clone()
+        self.log_weights_ = torch.full((G, M), -math.log(M), dtype=self.dtype)
+        self.log_stay_ = torch.full((G,), math.log(self.self_loop), dtype=self.dtype)
+        self.history_ = []
+        for _ in range(self.n_iter):
+            ll = self._em_step(x_all, len_all, table, counts)
+            self.history_.append(ll)
+        return self
+
+    @torch.no_grad()
+    def _em_step(self, x_all, len_all, table, counts) -> float:
+        G, M = self.means_.shape[:2]
+        D = x_all.shape[-1]
+        occ = torch.zeros(G + 1, M, dtype=self.dtype)
+        s1 = torch.zeros(G + 1, M, D, dtype=self.dtype)
+        s2 = torch.zeros(G + 1, M, D, dtype=self.dtype)
+        n_stay = torch.zeros(G + 1, dtype=self.dtype)
+        n_out = torch.zeros(G + 1, dtype=self.dtype)
+        total_ll, total_frames = 0.0, 0
+        for lo in range(0, x_all.shape[0], self.batch_size):
+            sl = slice(lo, lo + self.batch_size)
+            lens, tab, cnt = len_all[sl], table[sl], counts[sl]
+            T = int(lens.max())
+            x = x_all[sl, :T]
+            comp = self._gathered(x, tab)                                    # (B, T, N, M)
+            log_b = torch.logsumexp(comp, -1)                                 # (B, T, N)
+            stay, nxt = self._transitions(tab, cnt)                           # (B, N)
+            lb = log_b.unsqueeze(2)
+            st, nx, last = stay.unsqueeze(1), nxt.unsqueeze(1), (cnt - 1).unsqueeze(1)
+            ll, alpha = forward_l2r(lb, st, nx, lens, last, end=self.end, return_alpha=True)
+            beta = backward_l2r(lb, st, nx, lens, last, end=self.end)
+            alpha, beta = alpha[:, :, 0].transpose(0, 1), beta[:, :, 0].transpose(0, 1)
+            ll = ll[:, 0]                                                     # (B,)
+            alive = (torch.arange(T) < lens.unsqueeze(1))                      # (B, T)
+            gamma = torch.exp(alpha + beta - ll[:, None, None]) * alive[..., None]
+            post = torch.softmax(comp, -1).nan_to_num(0.0) * gamma.unsqueeze(-1)  # (B,T,N,M)
+            flat = tab.reshape(-1)
+            occ.index_add_(0, flat, post.sum(1).reshape(-1, M))
+            s1.index_add_(0, flat, torch.einsum("btnm,btd->bnmd", post, x).reshape(-1, M, D))
+            s2.index_add_(0, flat, torch.einsum("btnm,btd->bnmd", post, x * x).reshape(-1, M, D))
+            # Self-loop counts ξ_t(n→n) for t < len−1, and the transitions out of n.
+            xi = alpha[:, :-1] + stay[:, None] + log_b[:, 1:] + beta[:, 1:] - ll[:, None, None]
+            inner = (torch.arange(T - 1) < (lens - 1).unsqueeze(1))[..., None]
+            n_stay.index_add_(0, flat, (torch.exp(xi) * inner).sum(1).reshape(-1))
+            out = (gamma[:, :-1] * inner).sum(1)
+            out.scatter_add_(1, (cnt - 1).unsqueeze(1), out.new_ones(len(cnt), 1))
+            n_out.index_add_(0, flat, out.reshape(-1))
+            total_ll += float(ll.sum())
+            total_frames += int(lens.sum())
+        occ, s1, s2, n_stay, n_out = occ[:G], s1[:G], s2[:G], n_stay[:G], n_out[:G]
+        ok = occ > 1e-3
+        mu = torch.where(ok[..., None], s1 / occ.clamp(min=1e-10)[..., None], self.means_)
+        var = torch.where(ok[..., None], s2 / occ.clamp(min=1e-10)[..., None] - mu * mu,
+                          self.vars_)
+        self.means_ = mu
+        self.vars_ = torch.maximum(var, self._floor)
+        w = occ / occ.sum(-1, keepdim=True).clamp(min=1e-10)
+        state_ok = occ.sum(-1) > 1e-3
+        w = torch.where(state_ok[:, None], (w + 1e-3) / (1 + M * 1e-3), self.log_weights_.exp())
+        self.log_weights_ = torch.log(w)
+        a = torch.where(n_out > 1e-3, n_stay / n_out.clamp(min=1e-10), self.log_stay_.exp())
+        self.log_stay_ = torch.log(a.clamp(1e-3, 1 - 1e-3))
+        return total_ll / max(total_frames, 1)
+
+    # ------------------------------------------------------------------ recognition
+    @torch.no_grad()
+    def score(self, features: Sequence, lexicon: Lexicon, words: Sequence[str] | None = None
+              ) -> np.ndarray:
+        """Log-likelihood of every utterance under every word model: (B, K) float64.
+
+        ``words`` defaults to the whole lexicon. Models with more states than an utterance has
+        frames score −∞.
+
+        Raises:
+            ValueError: a word uses an untrained phone; an utterance is shorter than every
+                candidate model; the feature dimension differs from training.
+        """
+        self._check_fitted()
+        words = list(lexicon) if words is None else list(words)
+        if not words:
+            raise ValueError("words is empty: give at least one candidate word")
+        table, counts = self.word_states(lexicon, words)
+        stay, nxt = self._transitions(table, counts)
+        x_all, len_all = pad_features(features, dtype=self.dtype)
+        if x_all.shape[-1] != self.means_.shape[-1]:
+            raise ValueError(f"features have {x_all.shape[-1]} dimensions but the model was "
+                             f"trained on {self.means_.shape[-1]}")
+        too_short = len_all < counts.min()
+        if too_short.any():
+            i = int(torch.nonzero(too_short)[0])
+            raise ValueError(f"utterance {i} has {int(len_all[i])} frames, fewer than the "
+                             f"{int(counts.min())} states of the shortest word model: too short "
+                             "to be any of the words")
+        out = []
+        K, N = table.shape
+        # Keep the (B, T, K, N) emission block near 8M elements.
+        step = max(1, min(self.batch_size, 8_000_000 // max(1, x_all.shape[1] * K * N)))
+        for lo in range(0, x_all.shape[0], step):
+            lens = len_all[lo: lo + step]
+            x = x_all[lo: lo + step, : int(lens.max())]
+            logb = self._frame_logb(x)[:, :, table]                         # (B, T, K, N)
+            out.append(forward_l2r(logb, stay, nxt, lens, counts - 1, end=self.end))
+        return torch.cat(out).double().numpy()
+
+    def predict(self, features: Sequence, lexicon: Lexicon, words: Sequence[str] | None = None
+                ) -> list[str]:
+        """The best-scoring word for each utterance."""
+        words = list(lexicon) if words is None else list(words)
+        return [words[i] for i in self.score(features, lexicon, words).argmax(1)]
