@@ -339,6 +339,11 @@ def tie(model: nn.Module, mapping: Mapping[str, str], *,
                 if parametrize.is_parametrized(module, attr):
                     raise TieError(f"{target!r} already has a parametrization; a transposed tie "
                                    f"needs a plain parameter")
+                # register_parametrization rewrites the Parameter it finds in place (to its
+                # transpose); hand it a throwaway copy so the caller's object stays intact.
+                old_param = module._parameters[attr]
+                module._parameters[attr] = nn.Parameter(old_param.detach().clone(),
+                                                        old_param.requires_grad)
                 parametrize.register_parametrization(module, attr, Transpose())
             module.parametrizations[attr].original = source_param
         else:

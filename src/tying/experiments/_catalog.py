@@ -3,3 +3,4 @@
 from . import memory  # noqa: F401
 from . import domains  # noqa: F401
 from . import phonemes  # noqa: F401
+from . import hybrid  # noqa: F401
