@@ -52,6 +52,7 @@ from .schedules import Schedule, as_schedule
 __all__ = ["NORMS", "TOPOLOGIES", "SoftTie", "fisher_diagonal"]
 
 NORMS = ("l2sq", "l2", "l1", "huber", "group", "fisher")
+_FLAT_MEAN_NUMEL = 8192   # buckets whose tensors average fewer elements take the flat path
 TOPOLOGIES = ("pair", "chain", "star", "all_pairs")
 _REDUCTIONS = ("sum", "mean")
 
@@ -136,6 +137,24 @@ class _Bucket:
         self.weights = weights                # (G_b,) strength · (1/numel if mean)
         self.sqrt_fisher = sqrt_fisher
         self.rows: tuple[torch.Tensor, torch.Tensor, list[int], int] | None = None
+        ref = members[0]
+        device = ref[0].device
+        self.sizes = [t.numel() for t in ref]
+        self.shapes = [t.shape for t in ref]
+        self.numel = sum(self.sizes)
+        # many small tensors: one flat vector per member (a cat of views) and segment sums beat
+        # a per-tensor foreach loop; large tensors: foreach avoids the extra copy.
+        self.flat = self.numel < _FLAT_MEAN_NUMEL * len(ref)
+        self.lengths = torch.tensor(self.sizes, dtype=torch.long, device=device)
+        n_rows = [t.shape[0] if t.dim() >= 1 and t.numel() else 1 for t in ref]
+        self.rows_per_group = torch.tensor(n_rows, dtype=torch.long, device=device)
+        self.row_len = torch.tensor([t.numel() // r for t, r in zip(ref, n_rows) for _ in range(r)],
+                                    dtype=torch.long, device=device)
+        self.fisher_flat = (torch.cat([f.reshape(-1) for f in sqrt_fisher]).square()
+                            if sqrt_fisher is not None and self.flat else None)
+        self.flat_const = [None if trainable[j] or not self.flat
+                           else torch.cat([t.reshape(-1) for t in members[j]])
+                           for j in range(len(members))]
 
     def group_rows(self):
         """For the ``group`` norm: row id per element, group id per row (built once)."""
@@ -209,6 +228,67 @@ def _norm_grads(norm: str, d: list[torch.Tensor], saved, coeff: torch.Tensor,
     return [piece.view(t.shape) for piece, t in zip(torch.split(g, sizes), d)]
 
 
+def _flat_values(norm: str, d: torch.Tensor, bucket: _Bucket, delta: float):
+    """As `_norm_values`, on one flat vector: elementwise ops and segment sums."""
+    def segsum(x, lengths=bucket.lengths):
+        return torch.segment_reduce(x, "sum", lengths=lengths)
+
+    if norm == "l2sq":
+        return segsum(d * d), None
+    if norm == "l2":
+        n = segsum(d * d).sqrt()
+        return n, n
+    if norm == "l1":
+        return segsum(d.abs()), None
+    if norm == "huber":
+        a = d.abs()
+        h = torch.where(a <= delta, 0.5 * d * d, delta * (a - 0.5 * delta))
+        return segsum(h), d.clamp(-delta, delta)
+    if norm == "fisher":
+        return segsum(bucket.fisher_flat * d * d), None
+    row_norm = segsum(d * d, bucket.row_len).sqrt()
+    return segsum(row_norm, bucket.rows_per_group), row_norm
+
+
+def _flat_grad(norm: str, d: torch.Tensor, saved, coeff: torch.Tensor,
+               bucket: _Bucket) -> torch.Tensor:
+    def spread(x, lengths=bucket.lengths, total=bucket.numel):
+        return torch.repeat_interleave(x, lengths, output_size=total)
+
+    if norm == "l2sq":
+        return spread(2.0 * coeff) * d
+    if norm == "l2":
+        scale = torch.where(saved > 0, coeff / saved.clamp_min(torch.finfo(saved.dtype).tiny),
+                            torch.zeros_like(saved))
+        return spread(scale) * d
+    if norm == "l1":
+        return spread(coeff) * torch.sign(d)
+    if norm == "huber":
+        return spread(coeff) * saved
+    if norm == "fisher":
+        return spread(2.0 * coeff) * bucket.fisher_flat * d
+    per_row = torch.where(saved > 0, spread(coeff, bucket.rows_per_group, len(saved))
+                          / saved.clamp_min(torch.finfo(saved.dtype).tiny),
+                          torch.zeros_like(saved))
+    return spread(per_row, bucket.row_len) * d
+
+
+def _pairs(tie: SoftTie, k: int) -> list[tuple[int, int | None]]:
+    return [(j, None) for j in range(k)] if tie.topology == "star" else tie.pairs
+
+
+def _combine(tie: SoftTie, pairs, g_list, k: int, add, sub, neg, mean_of):
+    """Per-member gradients from per-pair ones: pairs give ±g, star gives g_j − mean(g)."""
+    if tie.topology == "star":
+        mean = mean_of(g_list)
+        return [sub(g, mean) for g in g_list]
+    grads = [None] * k
+    for (i, j), g in zip(pairs, g_list):
+        grads[i] = g if grads[i] is None else add(grads[i], g)
+        grads[j] = neg(g) if grads[j] is None else sub(grads[j], g)
+    return grads
+
+
 class _FusedDistance(torch.autograd.Function):
     """Per-group distances of one bucket, with a closed-form backward (no per-pair graph)."""
 
@@ -224,6 +304,21 @@ class _FusedDistance(torch.autograd.Function):
                 pos += 1
             else:
                 members.append(bucket.members[j])
+        if bucket.flat:
+            flats = [torch.cat([t.reshape(-1) for t in m]) if c is None else c
+                     for m, c in zip(members, bucket.flat_const)]
+            pairs = _pairs(tie, k)
+            mean = sum(flats) / k if tie.topology == "star" else None
+            diffs, saved, v = [], [], None
+            for i, j in pairs:
+                d = flats[i] - (mean if j is None else flats[j])
+                vi, si = _flat_values(tie.norm, d, bucket, tie.huber_delta)
+                v = vi if v is None else v + vi
+                diffs.append(d)
+                saved.append(si)
+            ctx.tie, ctx.bucket, ctx.pairs = tie, bucket, pairs
+            ctx.diffs, ctx.saved = diffs, saved
+            return v
         diffs, saved = [], []
         v = None
         if tie.topology == "star":
@@ -248,25 +343,32 @@ class _FusedDistance(torch.autograd.Function):
     def backward(ctx, grad_v):
         tie, bucket, pairs = ctx.tie, ctx.bucket, ctx.pairs
         k = len(bucket.members)
-        grads: list[list[torch.Tensor] | None] = [None] * k
-        g_list = [_norm_grads(tie.norm, d, s, grad_v, bucket) for d, s in zip(ctx.diffs, ctx.saved)]
-        if tie.topology == "star":
-            # Ω = Σ_i φ(w_i − w̄): ∂Ω/∂w_j = g_j − (1/k) Σ_i g_i
-            mean = torch._foreach_add(g_list[0], g_list[1])
-            for j in range(2, k):
-                torch._foreach_add_(mean, g_list[j])
-            torch._foreach_div_(mean, float(k))
-            grads = [torch._foreach_sub(g, mean) for g in g_list]
-        else:
-            for (i, j), g in zip(pairs, g_list):
-                grads[i] = g if grads[i] is None else torch._foreach_add(grads[i], g)
-                grads[j] = (torch._foreach_neg(g) if grads[j] is None
-                            else torch._foreach_sub(grads[j], g))
         out = []
+        # Ω = Σ_pairs φ(w_i − w_j): ±g; star Ω = Σ_i φ(w_i − w̄): ∂Ω/∂w_j = g_j − (1/k) Σ_i g_i
+        if bucket.flat:
+            g_list = [_flat_grad(tie.norm, d, s, grad_v, bucket)
+                      for d, s in zip(ctx.diffs, ctx.saved)]
+            grads = _combine(tie, pairs, g_list, k, torch.add, torch.sub, torch.neg,
+                             lambda gs: sum(gs) / k)
+            for j in range(k):
+                if bucket.trainable[j]:
+                    out.extend(g.view(shape) for g, shape in
+                               zip(grads[j].split(bucket.sizes), bucket.shapes))
+            return (None, None, *out)
+        g_list = [_norm_grads(tie.norm, d, s, grad_v, bucket) for d, s in zip(ctx.diffs, ctx.saved)]
+
+        def mean_of(gs):
+            m = torch._foreach_add(gs[0], gs[1])
+            for g in gs[2:]:
+                torch._foreach_add_(m, g)
+            torch._foreach_div_(m, float(k))
+            return m
+
+        grads = _combine(tie, pairs, g_list, k, torch._foreach_add, torch._foreach_sub,
+                         torch._foreach_neg, mean_of)
         for j in range(k):
             if bucket.trainable[j]:
                 out.extend(grads[j])
-        del ctx.diffs, ctx.saved
         return (None, None, *out)
 
 
@@ -473,7 +575,8 @@ class SoftTie:
         Args:
             model: the module being trained.
             state: the anchor: a state dict, a module, or None for a snapshot of ``model``
-                now. Copied (detached) so later changes to it do not move the anchor. Its
+                now. Always copied: ``model.state_dict()`` shares storage with the parameters,
+                and an anchor that moves with the model would be no anchor at all. Its
                 tensors must already be on the model's device and dtype (refused otherwise).
             include, exclude, strength, reduction, schedule, huber_delta, check_finite: as in
                 `between`.
@@ -514,7 +617,7 @@ class SoftTie:
                 raise ValueError(f"anchor {n!r} is ({a.dtype}, {a.device}) but the model's "
                                  f"parameter is ({p.dtype}, {p.device}); move the anchor first: "
                                  f"{{k: v.to(device={str(p.device)!r}, dtype={p.dtype}) ...}}")
-            anchors.append(a.detach().clone() if state is not None and a is p else a.detach())
+            anchors.append(a.detach().clone() if state is not None else a)
         if norm is None:
             norm = "fisher" if fisher is not None else "l2sq"
         return cls([[named[n] for n in chosen], anchors], chosen, ["model", "anchor"],

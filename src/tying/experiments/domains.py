@@ -15,6 +15,7 @@ input shift (the soft twin of hard sharing).
 from __future__ import annotations
 
 import copy
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ class ClassifierMLP(nn.Module):
 
     def __init__(self, sizes: list[int]):
         super().__init__()
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.flatten(1)
@@ -124,7 +125,8 @@ def _fmt_l(lam: float) -> str:
         "full": {"dataset": "fashion_mnist", "hidden": [256, 128],
                  "labels_per_class": [1, 5, 20, 100],
                  "strengths": [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0],
-                 "l2sp_strengths": [1e-3, 1e-2, 1e-1], "steps": 400, "threads": 1, "lr": 1e-3, "batch": 128,
+                 "l2sp_strengths": [1e-2, 1e-1], "steps": 300, "threads": 1, "lr": 1e-3,
+                 "batch": 128,
                  "limit_train": 30000, "limit_test": 5000, "rotation": 25.0, "contrast": 0.6,
                  "noise": 0.1},
     },

@@ -12,7 +12,7 @@ CE(classifier on the labelled set) + MSE(autoencoder on unlabelled inputs) + Î»Â
 
 from __future__ import annotations
 
-import copy
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ __all__ = ["AutoEncoder", "EncoderClassifier"]
 
 def _mlp(sizes: list[int], last_act: bool) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+    for i, (a, b) in enumerate(pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2 or last_act:
             layers.append(nn.ReLU())
@@ -98,7 +98,7 @@ def _label(lam: float | None) -> str:
                   "batch": 64, "limit_train": None, "limit_test": None, "threads": 1},
         "full": {"dataset": "fashion_mnist", "sizes": [784, 256, 64],
                  "labels_per_class": [1, 5, 20, 100],
-                 "strengths": [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, None], "steps": 400,
+                 "strengths": [0.0, 1e-3, 1e-2, 1e-1, 1.0, 10.0, None], "steps": 300,
                  "lr": 1e-3, "batch": 128, "limit_train": 20000, "limit_test": 5000,
                  "threads": 1},
     },

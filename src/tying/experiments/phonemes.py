@@ -56,23 +56,30 @@ def choose_unseen(lexicon: Lexicon, n: int, rng: np.random.Generator) -> list[st
     return unseen
 
 
-def _fit_hmmlearn(feats, words, lexicon, n_mix, n_iter, seed):
+def _fit_hmmlearn(feats, words, lexicon, n_iter, var_floor=0.01):
+    """One hmmlearn GaussianHMM per word: same states, left-to-right, same uniform-segmentation
+    start as tying's models (k-means would scramble the left-to-right order of the states)."""
     from hmmlearn import hmm
 
     logging.getLogger("hmmlearn").setLevel(logging.ERROR)
+    floor = var_floor * np.concatenate(feats).var(0)
     models = {}
     for w in sorted(set(words)):
         xs = [f for f, ww in zip(feats, words) if ww == w]
         n = len(lexicon[w]) * 3
-        m = hmm.GMMHMM(n_components=n, n_mix=n_mix, covariance_type="diag", n_iter=n_iter,
-                       init_params="mcw", params="tmcw", random_state=seed, min_covar=1e-3)
+        seg = [np.minimum((np.arange(len(x)) * n) // len(x), n - 1) for x in xs]
+        X, S = np.concatenate(xs), np.concatenate(seg)
+        means = np.stack([X[S == k].mean(0) for k in range(n)])
+        covars = np.stack([np.maximum(X[S == k].var(0), floor) for k in range(n)])
+        m = hmm.GaussianHMM(n_components=n, covariance_type="diag", n_iter=n_iter,
+                            init_params="", params="tmc", min_covar=float(floor.min()))
         m.startprob_ = np.eye(n)[0]
         A = np.eye(n) * 0.6 + np.eye(n, k=1) * 0.4
         A[-1, -1] = 1.0
-        m.transmat_ = A
+        m.transmat_, m.means_, m.covars_ = A, means, covars
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            m.fit(np.concatenate(xs), [len(x) for x in xs])
+            m.fit(X, [len(x) for x in xs])
         models[w] = m
     return models
 
@@ -132,7 +139,7 @@ def run(ctx):
                 params["shared, all words"] = model.n_parameters(lex)
         if cfg["hmmlearn"]:
             t0 = time.perf_counter()
-            models = _fit_hmmlearn(xs, ws, lexicon, cfg["n_mix"], cfg["n_iter"], seed)
+            models = _fit_hmmlearn(xs, ws, lexicon, cfg["n_iter"])
             fit_s[("hmmlearn", n)].append(time.perf_counter() - t0)
             peer, peer_lex = from_hmmlearn(models, dtype=torch.float32)
             acc[("hmmlearn", n)].append(evaluate(peer, peer_lex, test_seen, seen))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .result import Result, _cell, atomic_write_text
@@ -62,7 +63,7 @@ def update_readme(readme: str | Path, directory: str | Path) -> bool:
         raise ValueError(f"{readme} lacks the markers {README_BEGIN!r} ... {README_END!r}")
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
-    prefix = Path(directory).as_posix().rstrip("/") + "/"
+    prefix = Path(os.path.relpath(directory, readme.parent)).as_posix().rstrip("/") + "/"
     new = f"{head}{README_BEGIN}\n{summary_markdown(directory, prefix)}\n{README_END}{tail}"
     if new != text:
         atomic_write_text(readme, new)
