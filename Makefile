@@ -44,7 +44,7 @@ full: $(VENV)/.base
 	$(VENV)/bin/tying run all --preset full --out results
 
 readme: $(VENV)/.base
-	$(VENV)/bin/tying report results --readme README.md
+	$(VENV)/bin/tying report results --readme README.md --bench benchmarks/results
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -109,7 +109,7 @@ def fit_hmmlearn(xs, ys, n_iter):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)  # hmmlearn uses one core too
     ap.add_argument("--out", default="benchmarks/results/bench_hmm.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

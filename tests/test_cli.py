@@ -11,7 +11,15 @@ import pytest
 
 from tying.cli import main
 from tying.experiments import Result, get_experiment, list_experiments, run_experiment
-from tying.experiments.report import README_BEGIN, README_END, summary_markdown, update_readme
+from tying.experiments.report import (
+    BENCH_BEGIN,
+    BENCH_END,
+    README_BEGIN,
+    README_END,
+    benchmarks_markdown,
+    summary_markdown,
+    update_readme,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,6 +73,10 @@ def test_readme_results_block_is_generated_from_results_dir():
     block = text.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip()
     assert block == summary_markdown(ROOT / "results", "results/").strip(), (
         "README's results block is stale or hand-edited: run `make readme`")
+    bench = text.split(BENCH_BEGIN, 1)[1].split(BENCH_END, 1)[0].strip()
+    assert bench == benchmarks_markdown(ROOT / "benchmarks" / "results",
+                                        "benchmarks/results/").strip(), (
+        "README's benchmarks block is stale or hand-edited: run `make readme`")
 
 
 def test_update_readme_replaces_only_the_generated_block(tmp_path):

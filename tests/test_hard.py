@@ -344,3 +344,13 @@ def test_failed_tie_call_changes_nothing():
         tying.tie(m, {"b.weight": "a.weight", "c.weight": "a.weight"})
     assert {n: p for n, p in m.named_parameters()} == before
     assert tying.hard.records(m) == {}
+
+
+def test_untie_refuses_a_source_alone_but_unties_a_whole_glob():
+    m = nn.ModuleList(nn.Linear(2, 2, bias=False) for _ in range(3))
+    tying.tie(m, {"*": "0"})
+    with pytest.raises(tying.TieError, match="source of the tie"):
+        tying.untie(m, "0.weight")
+    assert sorted(tying.untie(m, "*.weight")) == ["0.weight", "1.weight", "2.weight"]
+    assert len({id(p) for p in m.parameters()}) == 3
+    assert tying.ties(m) == [] and tying.hard.records(m) == {}

@@ -79,6 +79,11 @@ def test_value_and_gradient_match_naive_autograd(norm, reduction, path):
     assert torch.allclose(value, ref, rtol=1e-10, atol=1e-12)
     for g, r in zip(got, grads([a, b])):
         assert torch.allclose(g, r, rtol=1e-8, atol=1e-12)
+    # the direct path: same value, same gradient, added to the existing .grad
+    direct = tie.backward()
+    assert not direct.requires_grad and torch.allclose(direct, ref, rtol=1e-10, atol=1e-12)
+    for g, r in zip(got, grads([a, b])):
+        assert torch.allclose(2 * g, r, rtol=1e-8, atol=1e-12)
     # distances(): φ per group, without strength or reduction
     d = tie.distances()
     assert list(d) == names
@@ -112,6 +117,10 @@ def test_topologies_match_naive(topology, norm, path):
     assert torch.allclose(value, ref, rtol=1e-10)
     for g, r in zip(got, grads(models)):
         assert torch.allclose(g, r, rtol=1e-8, atol=1e-12)
+    zero(models)
+    tie.backward()        # direct path, .grad None before: set, not added
+    for g, r in zip(got, grads(models)):
+        assert torch.allclose(g, r, rtol=1e-8, atol=1e-12)
 
 
 def test_l2_gradient_is_zero_at_equality_not_nan(path):
@@ -120,6 +129,21 @@ def test_l2_gradient_is_zero_at_equality_not_nan(path):
     tie = SoftTie.between(a, b, norm="l2")
     tie().backward()
     assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in a.parameters())
+
+
+def test_retain_graph_and_frozen_parameters(path):
+    a, b = net(0), net(1)
+    a[0].weight.requires_grad_(False)
+    tie = SoftTie.between(a, b)
+    value = tie()
+    value.backward(retain_graph=True)
+    first = b[0].weight.grad.clone()
+    value.backward()
+    assert torch.allclose(b[0].weight.grad, 2 * first)
+    assert a[0].weight.grad is None
+    zero([a, b])
+    tie.backward()
+    assert a[0].weight.grad is None and torch.allclose(b[0].weight.grad, first)
 
 
 def test_include_exclude_mapping_and_module_prefix():
@@ -333,5 +357,7 @@ def test_non_finite_distance_names_the_pair(path):
         a[3].weight[0, 0] = -1e200
     with pytest.raises(FloatingPointError, match="overflowed"):
         tie()
+    with pytest.raises(FloatingPointError, match=r"'3\.weight'"):
+        tie.backward()
     unchecked = SoftTie.between(a, b, check_finite=False)
     assert not math.isfinite(unchecked().item())

@@ -15,7 +15,7 @@ WORKER = Path(__file__).parent / "workers" / "soft_ddp_worker.py"
 @pytest.mark.distributed
 def test_soft_tie_under_ddp_equals_single_process(tmp_path):
     ranks = run_torchrun(WORKER, tmp_path)
-    for norm in ("l2sq", "l1", "group"):
+    for norm in ("l2sq", "l1", "group", "l2sq+direct"):    # +direct: penalty.backward()
         r0, r1 = ranks[0][norm], ranks[1][norm]
         assert r0["values"] == r1["values"]                     # replicated: bit-identical
         assert r0["params"] == r1["params"]

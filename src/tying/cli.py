@@ -71,7 +71,7 @@ def _cmd_report(args) -> int:
 
     try:
         if args.readme:
-            changed = update_readme(args.readme, args.dir)
+            changed = update_readme(args.readme, args.dir, args.bench)
             print(f"{args.readme}: {'updated' if changed else 'already up to date'}")
         else:
             text = summary_markdown(args.dir)
@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="summarise the runs under DIR")
     rep.add_argument("dir")
     rep.add_argument("--readme", help="rewrite this README's generated results block")
+    rep.add_argument("--bench", help="with --readme: also the benchmarks block, from this "
+                                     "directory of benchmark JSON files")
     rep.set_defaults(fn=_cmd_report)
     return parser
 

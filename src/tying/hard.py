@@ -351,9 +351,7 @@ def tie(model: nn.Module, mapping: Mapping[str, str], *,
         rec = TieRecord(target, canonical, transform)
         recs[target] = rec
         for dep in dependents:  # ties that pointed at target now point at its new source
-            _set(model, dep.target, source_param) if dep.transform is None else \
-                setattr(_owner(model, dep.target)[0].parametrizations[_split(dep.target)[1]],
-                        "original", source_param)
+            _set(model, dep.target, source_param)  # (a transposed dep: its original)
             recs[dep.target] = TieRecord(dep.target, canonical, dep.transform)
         made.append(rec)
     return made
@@ -544,7 +542,12 @@ def untie(model: nn.Module, names: str | Iterable[str] | None = None) -> list[st
             if not hits:
                 raise KeyError(f"untie: {pat!r} matches no parameter.{suggest(pat, all_names)}")
             chosen += [h for h in hits if h not in chosen]
-    tied_by_hand = {n for g in ties(model) for n in g.names[1:]}
+    tied_by_hand = {n for g in ties(model) for n in g.names}
+    sources = {r.source: r.target for r in recs.values()}
+    for name in chosen:
+        if name in sources and name not in recs and sources[name] not in chosen:
+            raise TieError(f"{name!r} is the source of the tie {sources[name]!r} <- {name!r}; "
+                           f"untie the target {sources[name]!r} instead")
     done = []
     for name in chosen:
         rec = recs.pop(name, None)

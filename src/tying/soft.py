@@ -14,11 +14,20 @@ between a model and a frozen anchor (L2-SP, Li et al. 2018; with Fisher weights,
 >>> {k: round(v, 3) for k, v in penalty.distances().items()}
 {'weight': 6.0}
 
-How it is computed: the paired tensors are grouped by (device, dtype); each group's distances are
-computed with ``torch._foreach_*`` kernels over all tensors at once, and the gradient is written
-in closed form by a custom ``autograd.Function`` — no Python loop per parameter pair, no autograd
-graph per pair. `SoftTie` holds the `nn.Parameter` objects (like an optimizer): build it after
-moving the models to their device.
+How it is computed: the paired tensors are grouped by (device, dtype). A group of small tensors
+is flattened into one vector per model (a C++ loop) and reduced with segment sums; a group of
+large tensors goes through ``torch._foreach_*`` kernels (no extra copy). The gradient is written
+in closed form by a custom ``autograd.Function``: no Python loop per parameter pair, no autograd
+graph per pair. Two ways to use it:
+
+- ``loss = task_loss + penalty()``: differentiable, works everywhere autograd does;
+- ``task_loss.backward(); penalty.backward()``: the fastest, adds the closed-form gradient to
+  every ``.grad`` with one fused ``_foreach_add_`` per model and skips autograd's per-parameter
+  accumulation (see `benchmarks/bench_soft_tie.py`).
+
+`SoftTie` holds the `nn.Parameter` objects (like an optimizer): build it after moving the models
+to their device and dtype. A distance that becomes NaN or inf raises `FloatingPointError` naming
+the pair (the check costs one ``isfinite`` of the total; the culprit is searched only then).
 
 Norms φ(d) of a difference d (summed over a group's elements unless said otherwise):
 
@@ -152,9 +161,10 @@ class _Bucket:
                                     dtype=torch.long, device=device)
         self.fisher_flat = (torch.cat([f.reshape(-1) for f in sqrt_fisher]).square()
                             if sqrt_fisher is not None and self.flat else None)
-        self.flat_const = [None if trainable[j] or not self.flat
-                           else torch.cat([t.reshape(-1) for t in members[j]])
+        self.flat_const = [None if trainable[j] or not self.flat else _flatten(members[j])
                            for j in range(len(members))]
+        # the autograd inputs, in the order _FusedDistance.forward unpacks them
+        self.inputs = tuple(t for j, ms in enumerate(members) if trainable[j] for t in ms)
 
     def group_rows(self):
         """For the ``group`` norm: row id per element, group id per row (built once)."""
@@ -228,6 +238,16 @@ def _norm_grads(norm: str, d: list[torch.Tensor], saved, coeff: torch.Tensor,
     return [piece.view(t.shape) for piece, t in zip(torch.split(g, sizes), d)]
 
 
+def _flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One flat copy of many tensors (a C++ loop: no per-tensor Python view)."""
+    return torch._C._nn.flatten_dense_tensors(list(tensors))
+
+
+def _unflatten(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Views of ``flat`` shaped like ``like`` (a C++ loop)."""
+    return torch._C._nn.unflatten_dense_tensors(flat, list(like))
+
+
 def _flat_values(norm: str, d: torch.Tensor, bucket: _Bucket, delta: float):
     """As `_norm_values`, on one flat vector: elementwise ops and segment sums."""
     def segsum(x, lengths=bucket.lengths):
@@ -289,86 +309,88 @@ def _combine(tie: SoftTie, pairs, g_list, k: int, add, sub, neg, mean_of):
     return grads
 
 
+def _bucket_distances(tie: SoftTie, bucket: _Bucket, members: list[list[torch.Tensor]]):
+    """Per-group φ of one bucket (G_b,), and what the gradient needs (no autograd graph)."""
+    k = len(members)
+    pairs = _pairs(tie, k)
+    diffs, saved, v = [], [], None
+    if bucket.flat:
+        flats = [_flatten(m) if c is None else c for m, c in zip(members, bucket.flat_const)]
+        mean = sum(flats) / k if tie.topology == "star" else None
+        for i, j in pairs:
+            d = flats[i] - (mean if j is None else flats[j])
+            vi, si = _flat_values(tie.norm, d, bucket, tie.huber_delta)
+            v = vi if v is None else v + vi
+            diffs.append(d)
+            saved.append(si)
+        return v, (pairs, diffs, saved)
+    if tie.topology == "star":
+        mean = torch._foreach_add(members[0], members[1])
+        for j in range(2, k):
+            torch._foreach_add_(mean, members[j])
+        torch._foreach_div_(mean, float(k))
+    for i, j in pairs:
+        d = torch._foreach_sub(members[i], mean if j is None else members[j])
+        vi, si = _norm_values(tie.norm, d, bucket, tie.huber_delta)
+        v = vi if v is None else v + vi
+        diffs.append(d)
+        saved.append(si)
+    return v, (pairs, diffs, saved)
+
+
+def _bucket_grads(tie: SoftTie, bucket: _Bucket, state, coeff: torch.Tensor):
+    """∂(Σ_g coeff_g φ_g)/∂w per member: a flat vector (flat path) or a list of tensors.
+
+    Pairs give ±g; star (Ω = Σ_i φ(w_i − w̄)) gives ∂Ω/∂w_j = g_j − (1/k) Σ_i g_i.
+    """
+    pairs, diffs, saved = state
+    k = len(bucket.members)
+    if bucket.flat:
+        g_list = [_flat_grad(tie.norm, d, s, coeff, bucket) for d, s in zip(diffs, saved)]
+        return _combine(tie, pairs, g_list, k, torch.add, torch.sub, torch.neg,
+                        lambda gs: sum(gs) / k)
+    g_list = [_norm_grads(tie.norm, d, s, coeff, bucket) for d, s in zip(diffs, saved)]
+
+    def mean_of(gs):
+        m = torch._foreach_add(gs[0], gs[1])
+        for g in gs[2:]:
+            torch._foreach_add_(m, g)
+        torch._foreach_div_(m, float(k))
+        return m
+
+    return _combine(tie, pairs, g_list, k, torch._foreach_add, torch._foreach_sub,
+                    torch._foreach_neg, mean_of)
+
+
+def _members(bucket: _Bucket, tensors) -> list[list[torch.Tensor]]:
+    """Trainable members from ``tensors`` (so autograd sees them), anchors from the bucket."""
+    n_b, pos, out = len(bucket.index), 0, []
+    for j, trainable in enumerate(bucket.trainable):
+        if trainable:
+            out.append(list(tensors[pos * n_b:(pos + 1) * n_b]))
+            pos += 1
+        else:
+            out.append(bucket.members[j])
+    return out
+
+
 class _FusedDistance(torch.autograd.Function):
     """Per-group distances of one bucket, with a closed-form backward (no per-pair graph)."""
 
     @staticmethod
     def forward(ctx, tie: SoftTie, bucket: _Bucket, *tensors):
-        k = len(bucket.members)
-        # members: trainable ones come from ``tensors`` (so autograd sees them), anchors are fixed
-        n_b = len(bucket.index)
-        members, pos = [], 0
-        for j in range(k):
-            if bucket.trainable[j]:
-                members.append(list(tensors[pos * n_b:(pos + 1) * n_b]))
-                pos += 1
-            else:
-                members.append(bucket.members[j])
-        if bucket.flat:
-            flats = [torch.cat([t.reshape(-1) for t in m]) if c is None else c
-                     for m, c in zip(members, bucket.flat_const)]
-            pairs = _pairs(tie, k)
-            mean = sum(flats) / k if tie.topology == "star" else None
-            diffs, saved, v = [], [], None
-            for i, j in pairs:
-                d = flats[i] - (mean if j is None else flats[j])
-                vi, si = _flat_values(tie.norm, d, bucket, tie.huber_delta)
-                v = vi if v is None else v + vi
-                diffs.append(d)
-                saved.append(si)
-            ctx.tie, ctx.bucket, ctx.pairs = tie, bucket, pairs
-            ctx.diffs, ctx.saved = diffs, saved
-            return v
-        diffs, saved = [], []
-        v = None
-        if tie.topology == "star":
-            mean = torch._foreach_add(members[0], members[1])
-            for j in range(2, k):
-                torch._foreach_add_(mean, members[j])
-            torch._foreach_div_(mean, float(k))
-            pairs = [(j, None) for j in range(k)]
-        else:
-            pairs = tie.pairs
-        for i, j in pairs:
-            d = torch._foreach_sub(members[i], mean if j is None else members[j])
-            vi, si = _norm_values(tie.norm, d, bucket, tie.huber_delta)
-            v = vi if v is None else v + vi
-            diffs.append(d)
-            saved.append(si)
-        ctx.tie, ctx.bucket, ctx.pairs = tie, bucket, pairs
-        ctx.diffs, ctx.saved = diffs, saved
+        v, state = _bucket_distances(tie, bucket, _members(bucket, tensors))
+        ctx.tie, ctx.bucket, ctx.state = tie, bucket, state
         return v
 
     @staticmethod
     def backward(ctx, grad_v):
-        tie, bucket, pairs = ctx.tie, ctx.bucket, ctx.pairs
-        k = len(bucket.members)
+        bucket = ctx.bucket
+        grads = _bucket_grads(ctx.tie, bucket, ctx.state, grad_v)
         out = []
-        # Ω = Σ_pairs φ(w_i − w_j): ±g; star Ω = Σ_i φ(w_i − w̄): ∂Ω/∂w_j = g_j − (1/k) Σ_i g_i
-        if bucket.flat:
-            g_list = [_flat_grad(tie.norm, d, s, grad_v, bucket)
-                      for d, s in zip(ctx.diffs, ctx.saved)]
-            grads = _combine(tie, pairs, g_list, k, torch.add, torch.sub, torch.neg,
-                             lambda gs: sum(gs) / k)
-            for j in range(k):
-                if bucket.trainable[j]:
-                    out.extend(g.view(shape) for g, shape in
-                               zip(grads[j].split(bucket.sizes), bucket.shapes))
-            return (None, None, *out)
-        g_list = [_norm_grads(tie.norm, d, s, grad_v, bucket) for d, s in zip(ctx.diffs, ctx.saved)]
-
-        def mean_of(gs):
-            m = torch._foreach_add(gs[0], gs[1])
-            for g in gs[2:]:
-                torch._foreach_add_(m, g)
-            torch._foreach_div_(m, float(k))
-            return m
-
-        grads = _combine(tie, pairs, g_list, k, torch._foreach_add, torch._foreach_sub,
-                         torch._foreach_neg, mean_of)
-        for j in range(k):
-            if bucket.trainable[j]:
-                out.extend(grads[j])
+        for j, trainable in enumerate(bucket.trainable):
+            if trainable:
+                out.extend(_unflatten(grads[j], bucket.members[0]) if bucket.flat else grads[j])
         return (None, None, *out)
 
 
@@ -646,8 +668,7 @@ class SoftTie:
     def _distances(self) -> list[torch.Tensor]:
         out = []
         for b in self._buckets:
-            tensors = [t for j, ms in enumerate(b.members) if b.trainable[j] for t in ms]
-            out.append(_FusedDistance.apply(self, b, *tensors))
+            out.append(_FusedDistance.apply(self, b, *b.inputs))
         return out
 
     def _raise_non_finite(self, values: list[torch.Tensor]) -> None:
@@ -676,11 +697,60 @@ class SoftTie:
             self._raise_non_finite(values)
         return total * factor if factor != 1.0 else total
 
-    penalty = __call__
-
     def step(self) -> None:
         """Advance the schedule by one step (call once per optimizer step)."""
         self.steps += 1
+
+    @torch.no_grad()
+    def backward(self, step: int | None = None) -> torch.Tensor:
+        """Add ∂Ω/∂w straight into every tied parameter's ``.grad``; return Ω (detached).
+
+        The fast path, without autograd: the closed-form gradient is added with one fused
+        ``torch._foreach_add_`` per member instead of one autograd accumulation per tensor.
+        Use it instead of adding ``penalty()`` to the loss, after ``loss.backward()``
+        (under DDP: after the all-reduce, i.e. after ``loss.backward()`` returns; every rank
+        adds the same gradient, so replicas stay equal). Same value and gradient as
+        ``penalty().backward()``.
+
+        Example:
+            >>> import torch, tying
+            >>> a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+            >>> p = tying.SoftTie.between(a, b)
+            >>> value = p.backward()
+            >>> torch.allclose(a.weight.grad, 2 * (a.weight - b.weight))
+            True
+        """
+        factor = float(self.schedule(self.steps if step is None else step))
+        total = None
+        for b in self._buckets:
+            v, state = _bucket_distances(self, b, b.members)
+            part = (v * b.weights).sum()
+            total = part if total is None else total + part.to(total)
+            if self.check_finite and not bool(torch.isfinite(part)):
+                self._raise_non_finite([v if bb is b else torch.zeros(len(bb.index))
+                                        for bb in self._buckets])
+            grads = _bucket_grads(self, b, state, b.weights * factor)
+            for j, trainable in enumerate(b.trainable):
+                if not trainable:
+                    continue
+                params = [t for t in b.members[j] if t.requires_grad]
+                if len(params) != len(b.members[j]):   # frozen members: keep the others
+                    keep = [t.requires_grad for t in b.members[j]]
+                    g = _unflatten(grads[j], b.members[0]) if b.flat else grads[j]
+                    pairs = [(t, gi) for t, gi, k in zip(b.members[j], g, keep) if k]
+                    params, g = [t for t, _ in pairs], [gi for _, gi in pairs]
+                else:
+                    g = _unflatten(grads[j], b.members[0]) if b.flat else grads[j]
+                existing = [t.grad for t in params]
+                if all(e is not None for e in existing):
+                    torch._foreach_add_(existing, g)
+                else:
+                    for t, e, gi in zip(params, existing, g):
+                        if e is None:
+                            t.grad = gi
+                        else:
+                            e.add_(gi)
+        return total * factor
 
     @torch.no_grad()
     def distances(self) -> dict[str, float]:

@@ -27,15 +27,21 @@ def data():
             torch.randint(0, 3, (BATCH,), generator=g))
 
 
-def train(a, b, x, y, norm):
+def train(a, b, x, y, case):
+    norm, _, how = case.partition("+")
     tie = SoftTie.between(a, b, norm=norm, strength=0.3, exclude="0.bias")
     opt = torch.optim.SGD([*a.parameters(), *b.parameters()], lr=0.2)
     values = []
     for _ in range(STEPS):
         opt.zero_grad()
-        penalty = tie()
-        values.append(penalty.item())
-        (F.cross_entropy(a(x), y) + F.cross_entropy(b(x + 0.5), y) + penalty).backward()
+        task = F.cross_entropy(a(x), y) + F.cross_entropy(b(x + 0.5), y)
+        if how == "direct":          # after DDP's all-reduce: the same gradient on every rank
+            task.backward()
+            values.append(tie.backward().item())
+        else:
+            penalty = tie()
+            values.append(penalty.item())
+            (task + penalty).backward()
         opt.step()
     return values
 
@@ -49,13 +55,13 @@ rank, world = dist.get_rank(), dist.get_world_size()
 x, y = data()
 per = BATCH // world
 report = {}
-for norm in ("l2sq", "l1", "group"):
+for case in ("l2sq", "l1", "group", "l2sq+direct"):
     a, b = build(0), build(1)
     values = train(DDP(a), DDP(b), x[rank * per:(rank + 1) * per], y[rank * per:(rank + 1) * per],
-                   norm)
+                   case)
     ra, rb = build(0), build(1)
-    ref_values = train(ra, rb, x, y, norm)
-    report[norm] = {"values": values, "params": flat(a, b), "ref_values": ref_values,
+    ref_values = train(ra, rb, x, y, case)
+    report[case] = {"values": values, "params": flat(a, b), "ref_values": ref_values,
                     "ref_params": flat(ra, rb)}
 dist.destroy_process_group()
 Path(sys.argv[1], f"rank{rank}.json").write_text(json.dumps(report))

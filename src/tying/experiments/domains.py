@@ -120,7 +120,7 @@ def _fmt_l(lam: float) -> str:
     presets={
         "quick": {"dataset": "digits", "hidden": [64, 32], "labels_per_class": [1, 5],
                   "strengths": [1e-3, 1e-1, 10.0], "l2sp_strengths": [1e-2],
-                  "steps": 100, "lr": 3e-3, "batch": 64, "threads": 1, "limit_train": None,
+                  "steps": 60, "lr": 3e-3, "batch": 64, "threads": 1, "limit_train": None,
                   "limit_test": None, "rotation": 25.0, "contrast": 0.6, "noise": 0.1},
         "full": {"dataset": "fashion_mnist", "hidden": [256, 128],
                  "labels_per_class": [1, 5, 20, 100],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -33,7 +34,7 @@ class MLP(nn.Module):
         self.in_features = in_features
         self._act = get_activation(activation)
         widths = [in_features, *hidden]
-        self.hidden = nn.ModuleList(nn.Linear(a, b, **f) for a, b in zip(widths, widths[1:]))
+        self.hidden = nn.ModuleList(nn.Linear(a, b, **f) for a, b in itertools.pairwise(widths))
         self.out = nn.Linear(widths[-1], n_classes, **f)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

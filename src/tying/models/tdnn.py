@@ -109,16 +109,15 @@ class TDNN(nn.Module):
         for i, s in enumerate(specs):
             kw = {"window": s.window, "context": s.context, "stride": s.stride,
                   "activation": activation}
-            if shared:
-                td = TimeDelay(ch, s.out_channels, **kw, **factory)
-            else:
-                td = LocallyConnected1d(ch, s.out_channels, length, **kw, **factory)
-            if length is not None:
-                try:
-                    length = td.output_length(length) if shared else td.output_length
-                except ValueError as err:
-                    raise ValueError(f"layer {i}: input_length={input_length} is too short for "
-                                     f"this stack ({err})") from None
+            try:
+                if shared:
+                    td = TimeDelay(ch, s.out_channels, **kw, **factory)
+                    length = None if length is None else td.output_length(length)
+                else:
+                    td = LocallyConnected1d(ch, s.out_channels, length, **kw, **factory)
+                    length = td.output_length
+            except ValueError as err:
+                raise ValueError(f"layer {i} ({s}): {err}") from None
             blocks.append(td)
             ch = s.out_channels
             if s.subsample > 1:

@@ -4,7 +4,8 @@ Only one output per r input frames is computed (the seed's "t mod r = 0"): outpu
 the block of input frames r·u … r·u + r − 1 (the seed's rt − k, k < r, with rt the block's last
 frame). Trailing frames that do not fill a block are dropped. The trainable variant (the seed's
 note; LeNet-5's S layers) replaces 1/r by a coefficient per channel and adds a bias per channel:
-y_u = c_i · Σ_k y_{r·u+k} + b_i, initialized to c = 1/r (1/r² for images), b = 0 (so it starts as the average).
+y_u = c_i · Σ_k y_{r·u+k} + b_i, initialized to c = 1/r (1/r² for images) and b = 0, so it
+starts as the average.
 """
 
 from __future__ import annotations
@@ -86,10 +87,7 @@ class Subsample(nn.Module):
             raise ValueError(f"input of size {tuple(x.shape[2:])} is shorter than "
                              f"ratio={self.ratio}: nothing to subsample; pad it or lower ratio")
         r = self.ratio
-        if self.ndim == 1:
-            y = F.avg_pool1d(x, r, r)
-        else:
-            y = F.avg_pool2d(x, r, r)
+        y = F.avg_pool1d(x, r, r) if self.ndim == 1 else F.avg_pool2d(x, r, r)
         if self.trainable:
             view = (1, -1) + (1,) * self.ndim
             # mean · (r^ndim · c) = c · sum over the block

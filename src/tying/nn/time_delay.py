@@ -6,10 +6,15 @@ y_{t+o_m,j} + b_i; a window K is the context {−(K−1), …, 0}, and the seed'
 ``weight[:, :, K − 1 − k]``. Only the frames whose whole context lies inside the input are
 computed ("valid"), and with ``stride`` s only every s-th of those: frames the next layer drops are
 never computed.
+
+How: a contiguous or evenly spaced context is one (dilated) ``F.conv1d`` call; an uneven context
+that fills at least half of a grid (e.g. {−2, 0, 1}) is a dilated conv with zero taps; a sparse
+uneven one (e.g. {−9, 0, 1}) is a sum of one matmul per offset over strided frames. Never unfold.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 
@@ -81,8 +86,17 @@ def _dilation(context: tuple[int, ...]) -> int | None:
     """The common spacing when the offsets are evenly spaced, else None."""
     if len(context) == 1:
         return 1
-    gaps = {b - a for a, b in zip(context, context[1:])}
+    gaps = {b - a for a, b in itertools.pairwise(context)}
     return gaps.pop() if len(gaps) == 1 else None
+
+
+def _grid_taps(context: tuple[int, ...]) -> tuple[int, torch.Tensor, int] | None:
+    """(step g, tap index of each offset, taps n) when the offsets fill ≥ half of a g-grid."""
+    g = math.gcd(*[b - a for a, b in zip(context, context[1:])])
+    n = (context[-1] - context[0]) // g + 1
+    if n > 2 * len(context):
+        return None
+    return g, torch.tensor([(o - context[0]) // g for o in context]), n
 
 
 class TimeDelay(nn.Module):
@@ -126,6 +140,7 @@ class TimeDelay(nn.Module):
         self._act = get_activation(activation)
         self.span = self.context[-1] - self.context[0]
         self._dil = _dilation(self.context)
+        self._taps = None if self._dil is not None else _grid_taps(self.context)
         factory = {"device": device, "dtype": dtype}
         k = len(self.context)
         # weight[:, :, m] multiplies the input at offset context[m] (ascending): Conv1d's layout.
@@ -160,8 +175,9 @@ class TimeDelay(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 3 or x.shape[1] != self.in_channels:
-            raise ValueError(f"{type(self).__name__} expects input of shape (B, C={self.in_channels},"
-                             f" T), got {tuple(x.shape)}; for one sequence use x.unsqueeze(0), "
+            name, c = type(self).__name__, self.in_channels
+            raise ValueError(f"{name} expects input of shape (B, C={c}, T), got "
+                             f"{tuple(x.shape)}; for one sequence use x.unsqueeze(0), "
                              f"for (B, T, C) data use x.transpose(1, 2)")
         if x.shape[2] < self.span + 1:
             raise ValueError(self._short_msg(x.shape[2]))
@@ -171,19 +187,26 @@ class TimeDelay(nn.Module):
         self.check_input(x)
         if self._dil is not None:  # contiguous or evenly spaced: one (dilated) Conv1d call
             return F.conv1d(x, self.weight, self.bias, self.stride, 0, self._dil)
-        # Uneven offsets: a sum of per-offset matmuls over strided views (no unfold copy).
+        if self._taps is not None:
+            # Uneven but dense on a grid of step g: a dilated Conv1d whose missing taps are zero
+            # (at most 2× the multiply-adds, still one fast convolution call).
+            g, idx, n = self._taps
+            w = self.weight.new_zeros(self.out_channels, self.in_channels, n)
+            w = w.index_copy(2, idx.to(w.device), self.weight)
+            return F.conv1d(x, w, self.bias, self.stride, 0, g)
+        # Sparse and uneven: a sum of per-offset matmuls over strided frames (no unfold copy).
         t_out = (x.shape[2] - self.span - 1) // self.stride + 1
-        base = self.context[0]
+        xt = x.transpose(1, 2)  # (B, T, C_in)
         end = (t_out - 1) * self.stride + 1
         out = None
         for m, off in enumerate(self.context):
-            start = off - base
-            frames = x[:, :, start:start + end:self.stride]  # (B, C_in, T_out)
-            term = torch.matmul(self.weight[:, :, m], frames)  # (B, C_out, T_out)
+            start = off - self.context[0]
+            frames = xt[:, start:start + end:self.stride]  # (B, T_out, C_in)
+            term = frames @ self.weight[:, :, m].T  # (B, T_out, C_out)
             out = term if out is None else out + term
         if self.bias is not None:
-            out = out + self.bias[:, None]
-        return out
+            out = out + self.bias
+        return out.transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.pre_activation(x)

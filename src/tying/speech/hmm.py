@@ -65,9 +65,20 @@ def diag_gmm_logprob(x: torch.Tensor, means: torch.Tensor, variances: torch.Tens
     prec = 1.0 / variances
     const = -0.5 * (D * math.log(2 * math.pi) + torch.log(variances).sum(-1)
                     + (means * means * prec).sum(-1))                       # (U, M)
-    quad = (x * x) @ prec.reshape(U * M, D).T                               # (F, U*M)
-    lin = x @ (means * prec).reshape(U * M, D).T
-    return (const.reshape(1, U * M) - 0.5 * quad + lin).reshape(-1, U, M)
+    weights = torch.cat([-0.5 * prec, means * prec], -1).reshape(U * M, 2 * D)
+    out = torch.addmm(const.reshape(1, U * M), torch.cat([x * x, x], -1), weights.T)
+    return out.reshape(-1, U, M)
+
+
+def _logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """logsumexp that keeps exp off its slow underflow path; rows of −∞ stay −∞."""
+    if x.shape[dim] == 1:
+        return x.squeeze(dim)
+    m = x.amax(dim, keepdim=True)
+    finite = torch.isfinite(m)
+    ms = torch.where(finite, m, torch.zeros_like(m))
+    out = ms + torch.log(torch.exp((x - ms).clamp_min(-80.0)).sum(dim, keepdim=True))
+    return out.masked_fill(~finite, NEG_INF).squeeze(dim)
 
 
 def _shift_right(a: torch.Tensor) -> torch.Tensor:
@@ -90,11 +101,24 @@ def _end_vector(log_next, last, n_states: int, end: str) -> torch.Tensor:
                      f"convention), got {end!r}")
 
 
-def _rescale(log_pred: torch.Tensor):
-    """exp(x − max) and the max, with −∞ rows (impossible models) kept at 0 / −∞."""
-    c = log_pred.amax(-1, keepdim=True)
-    safe = torch.where(torch.isfinite(c), c, torch.zeros_like(c))
-    return torch.exp(log_pred - safe), c
+_NEG = -1e30  # "impossible" inside the recursions: finite, so no −∞ − −∞ = NaN and no slow path
+
+
+def _logaddexp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log(eᵃ + eᵇ) for finite inputs, without CPU slow paths.
+
+    ``torch.logaddexp`` and ``exp`` of −∞ or of an underflowing argument take a slow
+    special-value path on CPU (10-100x). Here the gap |a − b| is capped at 60 (e^−60 ≈ 1e−26,
+    below the resolution of the sum), and the work is done in place.
+    """
+    gap = a - b
+    gap.abs_().clamp_(max=60.0).neg_().exp_().log1p_()
+    return torch.maximum(a, b).add_(gap)
+
+
+def _exp(x: torch.Tensor) -> torch.Tensor:
+    """exp for log-probabilities, flushing everything below e^−80 to 0 without the slow path."""
+    return torch.exp(x.clamp_min(-80.0)) * (x > -80.0)
 
 
 def forward_l2r(log_b: torch.Tensor, log_stay: torch.Tensor, log_next: torch.Tensor,
@@ -102,10 +126,9 @@ def forward_l2r(log_b: torch.Tensor, log_stay: torch.Tensor, log_next: torch.Ten
                 return_alpha: bool = False):
     """Log-likelihood of each utterance under each left-to-right model (start in state 0).
 
-    A scaled forward recursion: transitions are applied in linear space to α̂ (max 1), the
-    emission is added in log space and the result rescaled by its maximum, whose log is
-    accumulated. This is exact up to rounding (terms lost to underflow are below 1e−38 of the
-    best path in float32) and several times faster than a log-sum-exp per step.
+    Log-space recursion α_t(n) = logaddexp(α_{t−1}(n) + log a_nn, α_{t−1}(n−1) + log a_{n−1,n})
+    + log b_n(x_t), for all utterances, models and states at once; frames past an utterance's
+    length leave α unchanged.
 
     Args:
         log_b: (B, T, K, N) emission log-densities (−∞ for padding states).
@@ -114,12 +137,11 @@ def forward_l2r(log_b: torch.Tensor, log_stay: torch.Tensor, log_next: torch.Ten
         last: (K,) or (B, K) each model's final state.
         end: ``final`` — paths end by leaving the final state (HTK's exit transition);
             ``any`` — sum over every state at the last frame (hmmlearn's ``score``).
-        return_alpha: also return the scaled forward variables α̂ (T, B, K, N) and the log
-            scales (T, B, K): log α_t = log α̂_t + Σ_{s≤t} scale_s.
+        return_alpha: also return the forward variables (T, B, K, N).
 
     Returns:
         (B, K) log-likelihoods (−∞ where a model has more states than the utterance has
-        frames), and with ``return_alpha`` also α̂ and the log scales.
+        frames), and the alphas if asked.
 
     Example:
         >>> log_b = torch.zeros(1, 4, 1, 2)
@@ -128,42 +150,28 @@ def forward_l2r(log_b: torch.Tensor, log_stay: torch.Tensor, log_next: torch.Ten
         tensor([[0.5000]])
     """
     B, T, K, N = log_b.shape
-    stay, nxt = torch.exp(log_stay), torch.exp(log_next)
-    # log(0) takes a slow path on CPU (~30x); adding the smallest normal number is harmless
-    # (it is 1e-38 of the rescaled best path) and −∞ comes back from the padding emissions.
-    tiny = torch.finfo(log_b.dtype).tiny
+    log_bt = log_b.transpose(0, 1).contiguous().clamp_min_(_NEG)           # (T, B, K, N)
+    stay, nxt = log_stay.clamp_min(_NEG), log_next.clamp_min(_NEG)
+    ragged = bool((lengths < T).any())
     alive = torch.arange(T, device=log_b.device).unsqueeze(0) < lengths.unsqueeze(1)
-    init = torch.full((B, K, N), NEG_INF, dtype=log_b.dtype, device=log_b.device)
-    init[..., 0] = log_b[:, 0, :, 0]
-    alpha, c = _rescale(init)
-    scale = c.squeeze(-1)                                                    # (B, K)
-    alphas, scales = ([alpha], [c.squeeze(-1)]) if return_alpha else (None, None)
+    alpha = torch.full((B, K, N), _NEG, dtype=log_b.dtype, device=log_b.device)
+    alpha[..., 0] = log_bt[0, :, :, 0]
+    alphas = [alpha] if return_alpha else None
+    # buf[..., 0] stays "impossible"; buf[..., 1:] gets α + log a_{n,n+1}, so buf[..., :-1]
+    # is the advance into each state without allocating a shifted copy.
+    buf = torch.full((B, K, N + 1), _NEG, dtype=log_b.dtype, device=log_b.device)
     for t in range(1, T):
-        pred = alpha * stay + _shift_right_lin(alpha * nxt)
-        new, c = _rescale(torch.log(pred + tiny) + log_b[:, t])
-        live = alive[:, t, None]
-        alpha = torch.where(live[..., None], new, alpha)
-        step = torch.where(live, c.squeeze(-1), torch.zeros_like(scale))
-        scale = scale + step
+        torch.add(alpha, nxt, out=buf[..., 1:])
+        new = _logaddexp(alpha + stay, buf[..., :-1]).add_(log_bt[t])
+        alpha = torch.where(alive[:, t, None, None], new, alpha) if ragged else new
         if return_alpha:
             alphas.append(alpha)
-            scales.append(step)
-    end_p = torch.exp(_end_vector(log_next, last, N, end))
-    ll = scale + torch.log((alpha * end_p).sum(-1))
-    # A model with more states than frames cannot emit the utterance (exactly −∞).
-    n_states = (last if last.dim() == 2 else last.expand(B, K)) + 1
-    ll = ll.masked_fill(lengths.unsqueeze(1) < n_states, NEG_INF)
+    ll = torch.logsumexp(alpha + _end_vector(log_next, last, N, end), dim=-1)
+    # Paths through impossible states only (e.g. more states than frames) are exactly −∞.
+    ll = ll.masked_fill(ll < _NEG / 2, NEG_INF)
     if return_alpha:
-        return ll, torch.stack(alphas), torch.stack(scales)
+        return ll, torch.stack(alphas)
     return ll
-
-
-def _shift_right_lin(a: torch.Tensor) -> torch.Tensor:
-    return torch.cat([torch.zeros_like(a[..., :1]), a[..., :-1]], -1)
-
-
-def _shift_left_lin(a: torch.Tensor) -> torch.Tensor:
-    return torch.cat([a[..., 1:], torch.zeros_like(a[..., :1])], -1)
 
 
 def posteriors_l2r(log_b: torch.Tensor, log_stay: torch.Tensor, log_next: torch.Tensor,
@@ -178,34 +186,28 @@ def posteriors_l2r(log_b: torch.Tensor, log_stay: torch.Tensor, log_next: torch.
         length), and Σ_t ξ_t(n→n) (B, N), the expected self-loop counts.
     """
     T, N = log_b.shape[1:]
-    tiny = torch.finfo(log_b.dtype).tiny
-    ll, alpha, _ = forward_l2r(log_b.unsqueeze(2), log_stay.unsqueeze(1), log_next.unsqueeze(1),
-                               lengths, last.unsqueeze(1), end=end, return_alpha=True)
-    alpha, ll = alpha[:, :, 0], ll[:, 0]                                      # (T, B, N), (B,)
-    stay, nxt = torch.exp(log_stay), torch.exp(log_next)
-    end_p = torch.exp(_end_vector(log_next, last, N, end))                    # (B, N)
-    beta = end_p
-    betas, gs = [beta], []
+    ll, alpha = forward_l2r(log_b.unsqueeze(2), log_stay.unsqueeze(1), log_next.unsqueeze(1),
+                            lengths, last.unsqueeze(1), end=end, return_alpha=True)
+    alpha, ll = alpha[:, :, 0].transpose(0, 1), ll[:, 0]                      # (B, T, N), (B,)
+    end_vec = _end_vector(log_next, last, N, end).clamp_min(_NEG)             # (B, N)
+    log_b = log_b.clamp_min(_NEG)
+    stay, nxt = log_stay.clamp_min(_NEG), log_next.clamp_min(_NEG)
+    beta = end_vec
+    betas = [beta]
     for t in range(T - 2, -1, -1):
-        g, _ = _rescale(log_b[:, t + 1] + torch.log(beta + tiny))                    # (B, N), max 1
-        new = stay * g + nxt * _shift_left_lin(g)
-        inner = (t < lengths - 1)[:, None]
-        beta = torch.where(inner, new / new.amax(-1, keepdim=True).clamp_min(1e-300), end_p)
+        g = log_b[:, t + 1] + beta
+        moved = torch.cat([(nxt[..., :-1] + g[..., 1:]), g.new_full((*g.shape[:-1], 1), _NEG)],
+                          -1)
+        new = _logaddexp(stay + g, moved)
+        beta = torch.where((t < lengths - 1)[:, None], new, end_vec)
         betas.append(beta)
-        gs.append(torch.where(inner, g, torch.zeros_like(g)))
-    beta = torch.stack(betas[::-1])                                           # (T, B, N)
-    alive = (torch.arange(T) < lengths.unsqueeze(1)).T.unsqueeze(-1)          # (T, B, 1)
-    gamma = alpha * beta
-    gamma = gamma / gamma.sum(-1, keepdim=True).clamp_min(1e-300) * alive
-    if T > 1:
-        g = torch.stack(gs[::-1])                                             # (T−1, B, N)
-        a = alpha[:-1]
-        xs, xm = a * stay * g, a * nxt * _shift_left_lin(g)
-        z = (xs.sum(-1, keepdim=True) + xm.sum(-1, keepdim=True)).clamp_min(1e-300)
-        stays = (xs / z).sum(0)
-    else:
-        stays = torch.zeros_like(log_b[:, 0])
-    return ll, gamma.transpose(0, 1), stays
+    beta = torch.stack(betas[::-1], 1)                                        # (B, T, N)
+    alive = (torch.arange(T) < lengths.unsqueeze(1)).unsqueeze(-1)           # (B, T, 1)
+    gamma = _exp(alpha + beta - ll[:, None, None]) * alive
+    inner = (torch.arange(T - 1) < (lengths - 1).unsqueeze(1)).unsqueeze(-1)
+    xi = alpha[:, :-1] + stay[:, None] + log_b[:, 1:] + beta[:, 1:] - ll[:, None, None]
+    stays = (_exp(xi) * inner).sum(1)
+    return ll, gamma, stays
 
 
 def viterbi_l2r(log_b: torch.Tensor, log_stay: torch.Tensor, log_next: torch.Tensor,
@@ -384,7 +386,7 @@ class PhoneHMMs:
         """(B, T, D) -> (B, T, U·S + 1) state log-densities; the last column (padding) is −∞."""
         B, T, D = x.shape
         comp = diag_gmm_logprob(x.reshape(B * T, D), self.means_, self.vars_)
-        logb = torch.logsumexp(comp + self.log_weights_, -1).reshape(B, T, -1)
+        logb = _logsumexp(comp + self.log_weights_, -1).reshape(B, T, -1)
         return torch.cat([logb, logb.new_full((B, T, 1), NEG_INF)], -1)
 
     def _gathered(self, x, table):
@@ -477,7 +479,7 @@ class PhoneHMMs:
             T = int(lens.max())
             x = x_all[sl, :T]
             comp = self._gathered(x, tab)                                    # (B, T, N, M)
-            log_b = torch.logsumexp(comp, -1)                                 # (B, T, N)
+            log_b = _logsumexp(comp, -1)                                      # (B, T, N)
             stay, nxt = self._transitions(tab, cnt)                           # (B, N)
             ll, gamma, stays = posteriors_l2r(log_b, stay, nxt, lens, cnt - 1, end=self.end)
             post = torch.softmax(comp, -1).nan_to_num(0.0) * gamma.unsqueeze(-1)  # (B,T,N,M)
@@ -541,14 +543,18 @@ class PhoneHMMs:
                              "to be any of the words")
         out = []
         K, N = table.shape
-        # Keep the (B, T, K, N) emission block near 8M elements.
-        step = max(1, min(self.batch_size, 8_000_000 // max(1, x_all.shape[1] * K * N)))
+        # Sort by length so that chunks are nearly unragged; keep each (B, T, K, N) emission
+        # block near 8M elements.
+        order = torch.argsort(len_all, descending=True)
+        step = max(1, 8_000_000 // max(1, int(len_all.max()) * K * N))
         for lo in range(0, x_all.shape[0], step):
-            lens = len_all[lo: lo + step]
-            x = x_all[lo: lo + step, : int(lens.max())]
+            idx = order[lo: lo + step]
+            lens = len_all[idx]
+            x = x_all[idx, : int(lens.max())]
             logb = self._frame_logb(x)[:, :, table]                         # (B, T, K, N)
             out.append(forward_l2r(logb, stay, nxt, lens, counts - 1, end=self.end))
-        return torch.cat(out).double().numpy()
+        out = torch.cat(out)[torch.argsort(order)]
+        return out.double().numpy()
 
     def predict(self, features: Sequence, lexicon: Lexicon, words: Sequence[str] | None = None
                 ) -> list[str]:

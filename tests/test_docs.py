@@ -1,0 +1,19 @@
+"""The examples in the docstrings are run: documentation that cannot drift from the code."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["tying", "tying.hard", "tying.names", "tying.footprint", "tying.checkpoint",
+           "tying.materialize", "tying.models.transformer", "tying.experiments"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0

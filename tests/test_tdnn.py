@@ -1,0 +1,74 @@
+"""TDNN builder, Waibel 1989 preset, the unshared twin."""
+
+import pytest
+import torch
+
+from tying.models import TDNN, TDNNLayer
+from tying.nn import LocallyConnected1d, Subsample, TimeDelay
+
+
+def count(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_waibel1989_layout():
+    net = TDNN.waibel1989()
+    layers = [m for m in net.body if isinstance(m, TimeDelay)]
+    assert [(m.in_channels, m.out_channels, m.window) for m in layers] == [(16, 8, 3), (8, 3, 5)]
+    assert count(net) == (16 * 8 * 3 + 8) + (8 * 3 * 5 + 3)
+    x = torch.randn(4, 16, 15)
+    out = net(x)
+    assert out.shape == (4, 3)
+    feats = net.features(x)
+    assert feats.shape == (4, 3, 9)  # 15 − 2 − 4 frames
+    torch.testing.assert_close(out, feats.sum(dim=2))  # summed over time
+
+
+def test_parameters_constant_in_length_twin_grows():
+    net = TDNN(1, [TDNNLayer(4, window=5), TDNNLayer(8, window=3, subsample=2)], 10,
+               readout="mean")
+    n = count(net)
+    for t in (20, 40, 80):
+        assert net(torch.randn(2, 1, t)).shape == (2, 10)
+        assert count(net) == n
+    twins = [count(net.unshared_twin(t)) for t in (20, 40, 80)]
+    assert twins[0] < twins[1] < twins[2]
+    twin = net.unshared_twin(40)
+    assert any(isinstance(m, LocallyConnected1d) for m in twin.body)
+    assert any(isinstance(m, Subsample) for m in twin.body)
+    assert twin(torch.randn(2, 1, 40)).shape == (2, 10)
+
+
+def test_builder_matches_manual_stack():
+    torch.manual_seed(0)
+    net = TDNN(3, [(5, 3), (4, (-2, 0, 2)), TDNNLayer(2, window=2, stride=2)], readout="max")
+    x = torch.randn(2, 3, 30)
+    h = x
+    for m in net.body:
+        h = m(h)
+    torch.testing.assert_close(net(x), h.amax(dim=2))
+    assert net.body[1].context == (-2, 0, 2) and net.body[2].stride == 2
+
+
+def test_trainable_subsample_and_flatten_readout():
+    net = TDNN(2, [TDNNLayer(4, window=3, subsample=2, trainable_subsample=True)], 3,
+               readout="flatten", input_length=11)
+    assert net.out_length == 4
+    assert net(torch.randn(5, 2, 11)).shape == (5, 3)
+    assert count(net) == (2 * 4 * 3 + 4) + 8 + (16 * 3 + 3)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="input_length"):
+        TDNN(2, [(3, 3)], shared=False)
+    with pytest.raises(ValueError, match=r"layer 1.*input_length=4 is shorter than the context"):
+        TDNN(2, [(3, 5), (3, 5)], shared=False, input_length=8)
+    with pytest.raises(ValueError, match="readout"):
+        TDNN(2, [(3, 3)], readout="avg")
+    with pytest.raises(TypeError, match="TDNNLayer"):
+        TDNN(2, [3])
+    net = TDNN.waibel1989()
+    with pytest.raises(ValueError, match=r"\(B, C=16, T\).*\(2, 15, 16\)"):
+        net(torch.randn(2, 15, 16))
+    with pytest.raises(ValueError, match="shorter than the context"):
+        net(torch.randn(2, 16, 5))
