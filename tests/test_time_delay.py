@@ -6,7 +6,9 @@ import torch.nn.functional as F
 
 from tying.nn import TimeDelay
 
-CONTEXTS = [(-2, -1, 0), (-3, 0, 3), (-7, 2), (-2, 0, 1), (0,), (1, 4, 5), (-9, 0, 1), (-6, -3, 0, 2)]
+# contiguous, evenly spaced (dilated), uneven on a dense grid, and sparse uneven (matmuls)
+CONTEXTS = [(-2, -1, 0), (-3, 0, 3), (-7, 2), (-2, 0, 1), (0,), (1, 4, 5), (-9, 0, 1),
+            (-6, -3, 0, 2)]
 
 
 def seed_equation(x, weight, bias, context, stride):

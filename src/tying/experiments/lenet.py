@@ -168,6 +168,7 @@ def run_lenet(ctx: Context):
         ax.errorbar(shifts, mean, yerr=std, marker="o" if "unshared" not in m else "s",
                     ls="-" if "unshared" not in m else "--", capsize=3,
                     label=f"{label} ({params[m]:,} p.)")
+    ax.set_xticks(shifts)
     ax.set_xlabel("shift of the test images (pixels)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{base.name}: shared vs. locally connected, {len(ctx.seeds)} seed(s)")

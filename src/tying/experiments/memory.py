@@ -272,7 +272,7 @@ def run(ctx: Context):
     ax.set_xticks(list(xs), labels, rotation=25, ha="right")
     ax.set_ylabel("MiB")
     ax.set_title("Tied models store and hold only their unique parameters")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ctx.save_plot(res, fig, "footprint.png")
     res.notes.append("RSS is measured in a fresh process: the model is built on the meta "
                      "device, materialized with to_empty + retie, and loaded with tying.load; "

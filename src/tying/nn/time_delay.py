@@ -92,7 +92,7 @@ def _dilation(context: tuple[int, ...]) -> int | None:
 
 def _grid_taps(context: tuple[int, ...]) -> tuple[int, torch.Tensor, int] | None:
     """(step g, tap index of each offset, taps n) when the offsets fill ≥ half of a g-grid."""
-    g = math.gcd(*[b - a for a, b in zip(context, context[1:])])
+    g = math.gcd(*[b - a for a, b in itertools.pairwise(context)])
     n = (context[-1] - context[0]) // g + 1
     if n > 2 * len(context):
         return None

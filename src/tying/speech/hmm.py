@@ -151,7 +151,11 @@ def forward_l2r(log_b: torch.Tensor, log_stay: torch.Tensor, log_next: torch.Ten
     """
     B, T, K, N = log_b.shape
     log_bt = log_b.transpose(0, 1).contiguous().clamp_min_(_NEG)           # (T, B, K, N)
-    stay, nxt = log_stay.clamp_min(_NEG), log_next.clamp_min(_NEG)
+    stay = log_stay.clamp_min(_NEG)
+    # Never advance past a model's final state, so padding states (and their emissions) are
+    # unreachable whatever their values.
+    beyond = torch.arange(N, device=log_b.device) >= last.unsqueeze(-1)
+    nxt = log_next.clamp_min(_NEG).masked_fill(beyond, _NEG)
     ragged = bool((lengths < T).any())
     alive = torch.arange(T, device=log_b.device).unsqueeze(0) < lengths.unsqueeze(1)
     alpha = torch.full((B, K, N), _NEG, dtype=log_b.dtype, device=log_b.device)
@@ -383,11 +387,10 @@ class PhoneHMMs:
 
     # ------------------------------------------------------------------ emissions
     def _frame_logb(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) -> (B, T, U·S + 1) state log-densities; the last column (padding) is −∞."""
+        """(B, T, D) -> (B, T, U·S) state log-densities."""
         B, T, D = x.shape
         comp = diag_gmm_logprob(x.reshape(B * T, D), self.means_, self.vars_)
-        logb = _logsumexp(comp + self.log_weights_, -1).reshape(B, T, -1)
-        return torch.cat([logb, logb.new_full((B, T, 1), NEG_INF)], -1)
+        return _logsumexp(comp + self.log_weights_, -1).reshape(B, T, -1)
 
     def _gathered(self, x, table):
         """Per word-state component log-densities (B, T, N, M) for per-utterance tables (B, N)."""
@@ -546,12 +549,14 @@ class PhoneHMMs:
         # Sort by length so that chunks are nearly unragged; keep each (B, T, K, N) emission
         # block near 8M elements.
         order = torch.argsort(len_all, descending=True)
+        safe = table.clamp(max=self.means_.shape[0] - 1).flatten()  # padding: never reached
         step = max(1, 8_000_000 // max(1, int(len_all.max()) * K * N))
         for lo in range(0, x_all.shape[0], step):
             idx = order[lo: lo + step]
             lens = len_all[idx]
             x = x_all[idx, : int(lens.max())]
-            logb = self._frame_logb(x)[:, :, table]                         # (B, T, K, N)
+            frame = self._frame_logb(x)                                      # (B, T, G)
+            logb = frame.index_select(2, safe).view(*frame.shape[:2], K, N)   # (B, T, K, N)
             out.append(forward_l2r(logb, stay, nxt, lens, counts - 1, end=self.end))
         out = torch.cat(out)[torch.argsort(order)]
         return out.double().numpy()

@@ -1,0 +1,460 @@
+"""Soft weight sharing: a Gaussian-mixture prior learned together with the network.
+
+Nowlan & Hinton 1992: "each real parameter will have to be near one of the Gaussians of a
+Gaussian mixture trained simultaneously with the target problem". Ullrich, Meeds & Welling 2017
+turned it into compression: loss = L_E + τ·L_C with L_C = −log p(w, θ), a zero component fixed
+at μ₀ = 0 with a large fixed π₀, Gamma hyper-priors on the precisions; afterwards each weight is
+set to the mean of its most responsible component (`tying.compress`).
+
+>>> import torch, tying
+>>> net = torch.nn.Sequential(torch.nn.Linear(20, 10), torch.nn.ReLU(), torch.nn.Linear(10, 2))
+>>> prior = tying.MixturePrior(net, n_components=5, include="*.weight")
+>>> prior.n_weights, prior.n_components
+(220, 5)
+>>> loss = prior()                   # −log p(w, θ): a differentiable scalar
+>>> loss.backward()                  # gradients reach the weights and the mixture parameters
+>>> net[0].weight.grad is not None and prior.means.grad is not None
+True
+
+How it is fast: ``prior()`` is one custom ``autograd.Function`` per covered tensor. Its forward
+walks the weights in chunks of ``chunk_size``; for each chunk it forms the (C, J) log-densities,
+the log-sum-exp and the responsibilities r_ij, and accumulates in closed form the gradients
+∂/∂w_i = Σ_j r_ij λ_j (w_i − μ_j), ∂/∂μ_j, ∂/∂log λ_j and ∂/∂log π_j. Nothing of size N×J is
+kept: memory is O(chunk_size·J + N), and the backward pass only scales the saved gradients.
+The naive version (autodiff through an N×J logsumexp, `naive_neg_log_likelihood`) is kept as
+the test oracle and the benchmark's peer.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .names import suggest
+
+__all__ = ["MixturePrior", "naive_neg_log_likelihood"]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _as_list(x: str | Sequence[str] | None) -> list[str]:
+    if x is None:
+        return []
+    if isinstance(x, str):
+        return [x]
+    return list(x)
+
+
+def _matches(pattern: str, name: str) -> bool:
+    # a module name ("fc1") selects all its parameters, like tying.SoftTie
+    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ".*")
+
+
+def select_parameters(model: nn.Module, include, exclude) -> list[tuple[str, nn.Parameter]]:
+    """The (name, parameter) pairs that ``include`` minus ``exclude`` selects (globs)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    names = [n for n, _ in named]
+    inc, exc = _as_list(include), _as_list(exclude)
+    for p in inc + exc:
+        if not isinstance(p, str) or not p:
+            raise TypeError(f"include/exclude patterns must be non-empty strings, got {p!r}")
+    for p in inc:
+        if not any(_matches(p, n) for n in names):
+            raise ValueError(f"include pattern {p!r} matches no parameter of the model."
+                             f"{suggest(p, names)}")
+    chosen = [(n, w) for n, w in named if not inc or any(_matches(p, n) for p in inc)]
+    chosen = [(n, w) for n, w in chosen if not any(_matches(p, n) for p in exc)]
+    if not chosen:
+        raise ValueError(f"the prior would cover no parameter (include={inc}, exclude={exc}); "
+                         f"the model has {names[:8]}")
+    return chosen
+
+
+def naive_neg_log_likelihood(w: torch.Tensor, mu: torch.Tensor, log_lambda: torch.Tensor,
+                             log_pi: torch.Tensor) -> torch.Tensor:
+    """−Σ_i log Σ_j π_j N(w_i | μ_j, 1/λ_j), by autodiff through an N×J logsumexp (the oracle)."""
+    d = w.reshape(-1, 1) - mu                                            # (N, J)
+    logp = log_pi + 0.5 * log_lambda - 0.5 * _LOG_2PI - 0.5 * log_lambda.exp() * d * d
+    return -torch.logsumexp(logp, dim=1).sum()
+
+
+class _MixtureNLL(torch.autograd.Function):
+    """−Σ_i log Σ_j exp(log π_j + ½ log λ_j − ½ log 2π − ½ λ_j (w_i − μ_j)²), chunked."""
+
+    @staticmethod
+    def forward(ctx, w, mu, log_lambda, log_pi, chunk_size: int):
+        lam = log_lambda.exp()
+        const = log_pi + 0.5 * log_lambda - 0.5 * _LOG_2PI                  # (J,)
+        flat = w.detach().reshape(-1)
+        need = any(ctx.needs_input_grad[:4])
+        total = flat.new_zeros(())
+        gw = torch.empty_like(flat) if need else None
+        g_mu = torch.zeros_like(mu)
+        s_r = torch.zeros_like(mu)
+        s_rdd = torch.zeros_like(mu)
+        lam_c, const_c = lam.unsqueeze(1), const.unsqueeze(1)                # (J, 1)
+        mu_c = mu.unsqueeze(1)
+        # (J, C) layout: reductions over the components run across rows (vectorised), sums
+        # over the weights along rows (contiguous)
+        for a in range(0, flat.numel(), chunk_size):
+            wc = flat[a:a + chunk_size]
+            d = wc.unsqueeze(0) - mu_c                                       # (J, C)
+            logp = torch.addcmul(const_c, d * d, lam_c, value=-0.5)          # (J, C)
+            m = logp.amax(0)                                                 # (C,)
+            e = logp.sub_(m).exp_()                                          # (J, C)
+            s = e.sum(0)                                                     # (C,)
+            total -= (m + s.log()).sum()
+            if not need:
+                continue
+            r = e.div_(s)                                                    # responsibilities
+            s_r += r.sum(1)
+            rd = r.mul_(d)                                                   # r·d in place
+            g_mu -= rd.sum(1)
+            gw[a:a + chunk_size] = lam @ rd                                  # Σ_j λ r d
+            s_rdd += (rd.mul_(d)).sum(1)                                     # Σ_i r d²
+        if need:
+            g_mu = g_mu * lam                                                # −λ Σ r d
+            g_loglam = -0.5 * s_r + 0.5 * lam * s_rdd                        # −Σ r (½ − ½λd²)
+            g_logpi = -s_r
+            ctx.save_for_backward(gw.view_as(w), g_mu, g_loglam, g_logpi)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        gw, g_mu, g_loglam, g_logpi = ctx.saved_tensors
+        return gw * grad_out, g_mu * grad_out, g_loglam * grad_out, g_logpi * grad_out, None
+
+
+def mixture_nll(w: torch.Tensor, mu: torch.Tensor, log_lambda: torch.Tensor,
+                log_pi: torch.Tensor, chunk_size: int = 1 << 14) -> torch.Tensor:
+    """The fast −log p(w | θ) (same value and gradients as `naive_neg_log_likelihood`)."""
+    return _MixtureNLL.apply(w, mu, log_lambda, log_pi, int(chunk_size))
+
+
+class MixturePrior(nn.Module):
+    """A Gaussian mixture prior over chosen parameters of a model (soft weight sharing).
+
+    Args:
+        model: the network whose weights the prior covers. The prior keeps references to the
+            chosen `nn.Parameter` objects (like an optimizer) but does not register them: its own
+            ``parameters()`` are only the mixture's (``means``, ``log_precisions``,
+            ``mixing_logits``), so give them their own optimizer group.
+        n_components: J, the number of components including the zero component (>= 2).
+        zero_component: keep component 0 fixed at μ₀ = 0 with the fixed mixing proportion
+            ``pi_zero`` (the pruning component of Ullrich et al.).
+        pi_zero: π₀ in (0, 1) (0.999 in Ullrich et al.; lower is gentler).
+        include / exclude: glob(s) over parameter names (a module name selects its
+            parameters); default: every parameter whose name ends in ``weight``.
+        init: ``"range"`` (means evenly over [min w, max w]) or ``"kmeans"`` (1-D k-means of
+            the current weights; use after pretraining).
+        init_std: initial σ of every component; default: the spacing of the initial means.
+        gamma: Gamma hyper-prior (α, β) on the precision λ of the non-zero components;
+            ``None`` disables it (variances may collapse).
+        gamma_zero: (α, β) for the zero component's precision.
+        chunk_size: weights per chunk of the fused computation.
+        generator: randomness for the k-means initialisation.
+
+    Example:
+        >>> net = torch.nn.Linear(50, 20)
+        >>> prior = MixturePrior(net, n_components=4, include="weight", init="kmeans")
+        >>> sorted(prior.component_means().tolist())[1] == 0.0   # the zero component is there
+        True
+    """
+
+    def __init__(self, model: nn.Module, n_components: int = 17, *, zero_component: bool = True,
+                 pi_zero: float = 0.999, include: str | Sequence[str] | None = "*weight",
+                 exclude: str | Sequence[str] | None = None, init: str = "range",
+                 init_std: float | None = None,
+                 gamma: tuple[float, float] | None = (250.0, 0.1),
+                 gamma_zero: tuple[float, float] | None = (5000.0, 2.0),
+                 chunk_size: int = 1 << 14, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if isinstance(n_components, bool) or not isinstance(n_components, int):
+            raise TypeError(f"n_components must be an int, got {type(n_components).__name__}")
+        if n_components < 2:
+            raise ValueError(f"n_components must be >= 2 (a mixture; with zero_component one of "
+                             f"them is the zero component), got {n_components}")
+        if zero_component and not (0.0 < float(pi_zero) < 1.0):
+            raise ValueError(f"pi_zero must be in (0, 1), got {pi_zero}")
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        if init not in ("range", "kmeans"):
+            raise ValueError(f"init must be 'range' or 'kmeans', got {init!r}")
+        for nm, g in (("gamma", gamma), ("gamma_zero", gamma_zero)):
+            if g is not None and (len(g) != 2 or not (g[0] > 0 and g[1] > 0)):
+                raise ValueError(f"{nm} must be None or (alpha > 0, beta > 0), got {g!r}")
+        named = select_parameters(model, include, exclude)
+        self._targets = [(n, p) for n, p in named]      # a plain list: not registered
+        self._model_ref = model
+        self.zero_component = bool(zero_component)
+        self.pi_zero = float(pi_zero)
+        self.gamma = gamma
+        self.gamma_zero = gamma_zero
+        self.chunk_size = chunk_size
+        w = self.flat_weights()
+        j_free = n_components - 1 if zero_component else n_components
+        if init == "kmeans":
+            means = kmeans_1d(w, j_free, generator=generator)
+        else:
+            lo, hi = float(w.min()), float(w.max())
+            if zero_component:
+                # evenly over the range, without a copy of the zero component
+                means = torch.linspace(lo, hi, j_free + 1, dtype=torch.float64)
+                means = means[means.abs().argsort()[1:]].sort().values
+            else:
+                means = torch.linspace(lo, hi, j_free, dtype=torch.float64)
+        spread = float(w.max() - w.min()) if w.numel() > 1 else 1.0
+        std = init_std if init_std is not None else max(spread / (n_components + 1), 1e-3)
+        if std <= 0:
+            raise ValueError(f"init_std must be > 0, got {init_std}")
+        dt = w.dtype
+        self.means = nn.Parameter(means.to(dt))
+        self.log_precisions = nn.Parameter(torch.full((n_components,), -2.0 * math.log(std),
+                                                      dtype=dt))
+        self.mixing_logits = nn.Parameter(torch.zeros(j_free, dtype=dt))
+
+    # ------------------------------------------------------------------ views
+    @property
+    def n_components(self) -> int:
+        return self.log_precisions.numel()
+
+    @property
+    def n_weights(self) -> int:
+        return sum(p.numel() for _, p in self._targets)
+
+    def named_targets(self) -> list[tuple[str, nn.Parameter]]:
+        """The covered (name, parameter) pairs of the model."""
+        return list(self._targets)
+
+    def flat_weights(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for _, p in self._targets])
+
+    def component_means(self) -> torch.Tensor:
+        """μ of every component (component 0 is the zero component when there is one)."""
+        if self.zero_component:
+            return torch.cat([self.means.new_zeros(1), self.means])
+        return self.means
+
+    def log_mixing(self) -> torch.Tensor:
+        """log π of every component."""
+        logq = torch.log_softmax(self.mixing_logits, 0)
+        if self.zero_component:
+            return torch.cat([logq.new_full((1,), math.log(self.pi_zero)),
+                              logq + math.log1p(-self.pi_zero)])
+        return logq
+
+    def precisions(self) -> torch.Tensor:
+        return self.log_precisions.exp()
+
+    # ------------------------------------------------------------------ the loss
+    def neg_log_likelihood(self) -> torch.Tensor:
+        """−log p(w | θ), summed over the covered weights (fast path)."""
+        mu, loglam, logpi = self.component_means(), self.log_precisions, self.log_mixing()
+        total = None
+        for _, p in self._targets:
+            term = mixture_nll(p, mu.to(p.dtype), loglam.to(p.dtype), logpi.to(p.dtype),
+                               self.chunk_size)
+            total = term if total is None else total + term
+        return total
+
+    def neg_log_hyperprior(self) -> torch.Tensor:
+        """−log p(θ): Gamma(λ | α, β) on the precisions, up to a constant."""
+        out = self.log_precisions.new_zeros(())
+        for sl, g in self._gamma_slices():
+            if g is None:
+                continue
+            a, b = g
+            ll = self.log_precisions[sl]
+            out = out + (-(a - 1.0) * ll + b * ll.exp()).sum()
+        return out
+
+    def _gamma_slices(self):
+        if self.zero_component:
+            return [(slice(0, 1), self.gamma_zero), (slice(1, None), self.gamma)]
+        return [(slice(None), self.gamma)]
+
+    def forward(self) -> torch.Tensor:
+        """−log p(w, θ) = −log p(w | θ) − log p(θ): add ``tau * prior()`` to the task loss."""
+        self._check_targets()
+        return self.neg_log_likelihood() + self.neg_log_hyperprior()
+
+    def naive(self) -> torch.Tensor:
+        """The same value by autodiff through an N×J logsumexp (oracle / benchmark peer)."""
+        w = torch.cat([p.reshape(-1) for _, p in self._targets])
+        return naive_neg_log_likelihood(w, self.component_means(), self.log_precisions,
+                                        self.log_mixing()) + self.neg_log_hyperprior()
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise ValueError unless the prior's parameters are ``model``'s own (same objects)."""
+        mine = dict(model.named_parameters(remove_duplicate=False))
+        for name, p in self._targets:
+            if mine.get(name) is not p:
+                raise ValueError(
+                    f"this MixturePrior covers parameter {name!r} of another model (or the model "
+                    f"was copied / its parameters replaced since the prior was built); build the "
+                    f"prior from this model: MixturePrior(model, ...)")
+
+    def _check_targets(self) -> None:
+        for name, p in self._targets:
+            if not isinstance(p, torch.Tensor):
+                raise ValueError(f"covered parameter {name!r} is gone; rebuild the prior")
+
+    # ------------------------------------------------------------------ responsibilities, EM
+    @torch.no_grad()
+    def responsibilities(self, w: torch.Tensor) -> torch.Tensor:
+        """r_ij for the weights ``w`` (flattened): (N, J). For small N or inspection."""
+        mu, loglam, logpi = self.component_means(), self.log_precisions, self.log_mixing()
+        d = w.reshape(-1, 1).to(mu.dtype) - mu
+        logp = logpi + 0.5 * loglam - 0.5 * loglam.exp() * d * d
+        return torch.softmax(logp, dim=1)
+
+    @torch.no_grad()
+    def assign(self, w: torch.Tensor) -> torch.Tensor:
+        """The index of each weight's most responsible component (chunked; (N,) int64)."""
+        flat = w.reshape(-1)
+        out = torch.empty(flat.numel(), dtype=torch.int64)
+        for a in range(0, flat.numel(), self.chunk_size):
+            out[a:a + self.chunk_size] = self.responsibilities(flat[a:a + self.chunk_size]) \
+                .argmax(1)
+        return out
+
+    @torch.no_grad()
+    def em_step(self, *, update_means: bool = True, update_precisions: bool = True,
+                update_mixing: bool = True) -> MixturePrior:
+        """One EM (MAP) update of the mixture parameters given the current weights.
+
+        M-step with the Gamma hyper-prior: λ_j = (½ Σ_i r_ij + α − 1) / (½ Σ_i r_ij d_ij² + β);
+        μ_j = Σ_i r_ij w_i / Σ_i r_ij (the zero component stays at 0); π_j ∝ Σ_i r_ij for the
+        free components (π₀ stays fixed). An alternative to learning rates for θ.
+        """
+        mu = self.component_means().double()
+        j = mu.numel()
+        s0 = torch.zeros(j, dtype=torch.float64)
+        s1 = torch.zeros(j, dtype=torch.float64)
+        for _, p in self._targets:
+            flat = p.detach().reshape(-1).double()
+            for a in range(0, flat.numel(), self.chunk_size):
+                wc = flat[a:a + self.chunk_size]
+                r = self.responsibilities(wc).double()
+                s0 += r.sum(0)
+                s1 += wc @ r
+        new_mu = torch.where(s0 > 1e-12, s1 / s0.clamp_min(1e-12), mu)
+        if self.zero_component:
+            new_mu[0] = 0.0
+        s2 = torch.zeros(j, dtype=torch.float64)
+        for _, p in self._targets:
+            flat = p.detach().reshape(-1).double()
+            for a in range(0, flat.numel(), self.chunk_size):
+                wc = flat[a:a + self.chunk_size]
+                r = self.responsibilities(wc).double()
+                s2 += ((wc.unsqueeze(1) - new_mu) ** 2 * r).sum(0)
+        if update_means:
+            self.means.copy_(new_mu[1:] if self.zero_component else new_mu)
+        if update_precisions:
+            alpha = torch.ones(j, dtype=torch.float64)
+            beta = torch.zeros(j, dtype=torch.float64)
+            for sl, g in self._gamma_slices():
+                if g is not None:
+                    alpha[sl], beta[sl] = g
+            lam = (0.5 * s0 + alpha - 1.0) / (0.5 * s2 + beta)
+            ok = (lam > 0) & torch.isfinite(lam)
+            self.log_precisions.copy_(torch.where(ok, lam.clamp_min(1e-12).log(),
+                                                  self.log_precisions.double()))
+        if update_mixing:
+            free = s0[1:] if self.zero_component else s0
+            self.mixing_logits.copy_((free.clamp_min(1e-12) / free.sum().clamp_min(1e-12)).log())
+        return self
+
+    # ------------------------------------------------------------------ merging
+    @torch.no_grad()
+    def merged(self, kl_threshold: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor,
+                                                          torch.Tensor]:
+        """(μ, log λ, log π) after merging components whose symmetric KL is < ``kl_threshold``.
+
+        Merged pairs keep the π-weighted mean and the summed π; anything merged with the zero
+        component stays at μ = 0. Component 0 stays the zero component.
+        """
+        mu = self.component_means().double().tolist()
+        var = (-self.log_precisions.double()).exp().tolist()
+        pi = self.log_mixing().double().exp().tolist()
+        comps = [[mu[i], var[i], pi[i], i == 0 and self.zero_component] for i in range(len(mu))]
+        changed = True
+        while changed and len(comps) > 1:
+            changed = False
+            best = None
+            for a in range(len(comps)):
+                for b in range(a + 1, len(comps)):
+                    ma, va, _, _ = comps[a]
+                    mb, vb, _, _ = comps[b]
+                    kl = 0.5 * ((va / vb + vb / va - 2.0) + (ma - mb) ** 2 * (1 / va + 1 / vb))
+                    if kl < kl_threshold and (best is None or kl < best[0]):
+                        best = (kl, a, b)
+            if best is not None:
+                _, a, b = best
+                ca, cb = comps[a], comps[b]
+                p = ca[2] + cb[2]
+                zero = ca[3] or cb[3]
+                m = 0.0 if zero else (ca[0] * ca[2] + cb[0] * cb[2]) / p
+                v = (ca[2] * (ca[1] + (ca[0] - m) ** 2) + cb[2] * (cb[1] + (cb[0] - m) ** 2)) / p
+                comps[a] = [m, v, p, zero]
+                del comps[b]
+                changed = True
+        t = torch.tensor([[c[0], c[1], c[2]] for c in comps], dtype=torch.float64)
+        return t[:, 0], -t[:, 1].log(), t[:, 2].log()
+
+    @torch.no_grad()
+    def merge_(self, kl_threshold: float = 1e-2) -> MixturePrior:
+        """Merge coinciding components in place (J shrinks: rebuild the optimizer after)."""
+        mu, loglam, logpi = self.merged(kl_threshold)
+        dt = self.means.dtype
+        if self.zero_component:
+            self.means = nn.Parameter(mu[1:].to(dt))
+            q = logpi[1:] - math.log1p(-self.pi_zero)
+            self.mixing_logits = nn.Parameter(q.to(dt))
+        else:
+            self.means = nn.Parameter(mu.to(dt))
+            self.mixing_logits = nn.Parameter(logpi.to(dt))
+        self.log_precisions = nn.Parameter(loglam.to(dt))
+        return self
+
+    def extra_repr(self) -> str:
+        return (f"n_components={self.n_components}, zero_component={self.zero_component}, "
+                f"pi_zero={self.pi_zero}, n_weights={self.n_weights}, "
+                f"tensors={len(self._targets)}")
+
+
+def kmeans_1d(w: torch.Tensor, k: int, *, iters: int = 30, sample: int = 200_000,
+              generator: torch.Generator | None = None, init: str = "linear") -> torch.Tensor:
+    """Lloyd's k-means on scalars (float64); ``init="linear"`` spaces centroids over the range
+    (Han et al.'s recommendation), ``"random"`` samples them. Returns k sorted centroids."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    x = w.detach().reshape(-1).double()
+    if x.numel() == 0:
+        raise ValueError("k-means of an empty tensor")
+    if x.numel() > sample:
+        idx = torch.randperm(x.numel(), generator=generator)[:sample]
+        x = x[idx]
+    if init == "linear":
+        c = torch.linspace(float(x.min()), float(x.max()), k, dtype=torch.float64)
+    else:
+        c = x[torch.randint(0, x.numel(), (k,), generator=generator)].clone()
+    xs, _ = x.sort()
+    for _ in range(iters):
+        c = c.sort().values
+        edges = (c[1:] + c[:-1]) / 2
+        lab = torch.bucketize(xs, edges)
+        cnt = torch.bincount(lab, minlength=k).double()
+        sm = torch.zeros(k, dtype=torch.float64).index_add_(0, lab, xs)
+        new = torch.where(cnt > 0, sm / cnt.clamp_min(1), c)
+        if torch.allclose(new, c, rtol=0, atol=1e-12):
+            c = new
+            break
+        c = new
+    return c.sort().values
