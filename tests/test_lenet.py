@@ -86,6 +86,15 @@ def test_lenet300100():
 
 
 def test_lenet5_learns_a_small_batch():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread avoids oversubscribing a shared machine
+    try:
+        _learns_a_small_batch()
+    finally:
+        torch.set_num_threads(before)
+
+
+def _learns_a_small_batch():
     torch.manual_seed(0)
     net = LeNet5()
     x = torch.randn(10, 1, 32, 32)

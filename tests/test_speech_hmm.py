@@ -115,6 +115,9 @@ def test_batched_scoring_of_many_word_models_equals_hmmlearn():
     ours = peer.score(X, lex, ["a", "bb", "ccc"])
     ref = np.array([[models[w].score(x) for w in ("a", "bb", "ccc")] for x in X])
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-6)
+    best = peer.score(X, lex, ["a", "bb", "ccc"], algorithm="viterbi")
+    ref = np.array([[models[w].decode(x)[0] for w in ("a", "bb", "ccc")] for x in X])
+    np.testing.assert_allclose(best, ref, rtol=0, atol=1e-6)
 
 
 def _toy(rng, spec, n=4):
@@ -137,7 +140,7 @@ def test_baum_welch_increases_likelihood_and_shares_phones():
     assert np.all(np.diff(hist) > -1e-6), hist
     assert model.units_ == ("a", "b", "c")
     # Words that share a phone point at the same parameters.
-    table, counts = model.word_states(lex, ["ab", "ca"])
+    table, _ = model.word_states(lex, ["ab", "ca"])
     assert set(table[0, :3].tolist()) == set(table[1, 3:6].tolist())
     # Words never trained ("abc", "cab") get models from their phones and are recognized.
     test, truth = _toy(rng, ["abc", "cab", "ab"], n=3)

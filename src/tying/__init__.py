@@ -14,6 +14,8 @@ positions, and the experiments that measure what each buys.
 from . import data, experiments
 from .checkpoint import load as load
 from .checkpoint import save as save
+from .compress import Compressed as Compressed
+from .compress import compress as compress
 from .errors import SystemPackageMissing as SystemPackageMissing
 from .errors import TieError as TieError
 from .footprint import Footprint as Footprint
@@ -29,18 +31,22 @@ from .hard import ties as ties
 from .hard import untie as untie
 from .hard import verify as verify
 from .materialize import materialize as materialize
+from .mixture import MixturePrior as MixturePrior
 from .soft import SoftTie as SoftTie
 from .soft import fisher_diagonal as fisher_diagonal
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Compressed",
     "Footprint",
+    "MixturePrior",
     "SoftTie",
     "SystemPackageMissing",
     "TieError",
     "TieGroup",
     "TieRecord",
+    "compress",
     "data",
     "experiments",
     "fisher_diagonal",

@@ -33,7 +33,8 @@ def materialize(model: nn.Module, device: str | torch.device = "cpu", *,
             re-initialized).
         device: where to allocate.
         init: called as ``init(model)`` to fill values; default: ``reset_parameters()`` of every
-            submodule that has one. A tie's target takes its source's values.
+            module that has one, descendants before ancestors. A tie's target takes its
+            source's values.
 
     Returns:
         ``model``, in place.
@@ -43,7 +44,8 @@ def materialize(model: nn.Module, device: str | torch.device = "cpu", *,
         if init is not None:
             init(model)
         else:
-            for module in model.modules():
+            # descendants before ancestors: a model's own reset_parameters has the last word
+            for module in reversed(list(model.modules())):
                 reset = getattr(module, "reset_parameters", None)
                 if callable(reset):
                     reset()

@@ -23,8 +23,7 @@ a time, so the data may stay on the CPU.
 >>> g = torch.Generator().manual_seed(0)
 >>> x = torch.randn(64, 4, generator=g)
 >>> data = {"sign": (x, (x[:, 0] > 0).long()), "big": (x, (x[:, 1] > 0).long())}
->>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-<torch._C.Generator object at ...>
+>>> _ = torch.manual_seed(0)
 >>> net = HardSharedTrunk(nn.Sequential(nn.Linear(4, 16), nn.ReLU()),
 ...                       {"sign": nn.Linear(16, 2), "big": nn.Linear(16, 2)})
 >>> history = train_multitask(net, data, steps=150, lr=1e-2, generator=g)
@@ -119,10 +118,12 @@ data['b'] = (inputs, labels) or remove the task from the model
     if weighting is not None and getattr(weighting, "tasks", None) is not None:
         wt = list(weighting.tasks)
         if wt != tasks:
-            diff = sorted(set(wt) ^ set(tasks))
-            raise ValueError(f"the weighting's tasks {wt} do not match the model's {tasks}"
-                             + (f" (task {diff[0]!r} is in only one of them)" if diff else
-                                " (same names, different order)"))
+            only_w = [t for t in wt if t not in tasks]
+            only_m = [t for t in tasks if t not in wt]
+            why = "; ".join([*(f"task {t!r} is not a task of the model" for t in only_w),
+                             *(f"task {t!r} has no weight" for t in only_m)])
+            raise ValueError(f"the weighting's tasks {wt} do not match the model's {tasks} ("
+                             f"{why or 'same names, different order'})")
     return tasks
 
 

@@ -214,9 +214,12 @@ def _norm_values(norm: str, d: list[torch.Tensor], bucket: _Bucket, delta: float
 
 
 def _norm_grads(norm: str, d: list[torch.Tensor], saved, coeff: torch.Tensor,
-                bucket: _Bucket) -> list[torch.Tensor]:
-    """∂(Σ_g coeff_g φ_g)/∂d for every tensor of the bucket."""
+                bucket: _Bucket, inplace: bool = False) -> list[torch.Tensor]:
+    """∂(Σ_g coeff_g φ_g)/∂d for every tensor of the bucket (``inplace``: d may be reused)."""
     if norm == "l2sq":
+        if inplace:
+            torch._foreach_mul_(d, (2.0 * coeff).tolist())
+            return d
         return torch._foreach_mul(d, (2.0 * coeff).tolist())
     if norm == "l2":
         scale = torch.where(saved > 0, coeff / saved.clamp_min(torch.finfo(saved.dtype).tiny),
@@ -271,12 +274,12 @@ def _flat_values(norm: str, d: torch.Tensor, bucket: _Bucket, delta: float):
 
 
 def _flat_grad(norm: str, d: torch.Tensor, saved, coeff: torch.Tensor,
-               bucket: _Bucket) -> torch.Tensor:
+               bucket: _Bucket, inplace: bool = False) -> torch.Tensor:
     def spread(x, lengths=bucket.lengths, total=bucket.numel):
         return torch.repeat_interleave(x, lengths, output_size=total)
 
     if norm == "l2sq":
-        return spread(2.0 * coeff) * d
+        return d.mul_(spread(2.0 * coeff)) if inplace else spread(2.0 * coeff) * d
     if norm == "l2":
         scale = torch.where(saved > 0, coeff / saved.clamp_min(torch.finfo(saved.dtype).tiny),
                             torch.zeros_like(saved))
@@ -338,18 +341,21 @@ def _bucket_distances(tie: SoftTie, bucket: _Bucket, members: list[list[torch.Te
     return v, (pairs, diffs, saved)
 
 
-def _bucket_grads(tie: SoftTie, bucket: _Bucket, state, coeff: torch.Tensor):
+def _bucket_grads(tie: SoftTie, bucket: _Bucket, state, coeff: torch.Tensor,
+                  inplace: bool = False):
     """∂(Σ_g coeff_g φ_g)/∂w per member: a flat vector (flat path) or a list of tensors.
 
     Pairs give ±g; star (Ω = Σ_i φ(w_i − w̄)) gives ∂Ω/∂w_j = g_j − (1/k) Σ_i g_i.
+    ``inplace``: the saved differences are not needed again and may hold the gradient.
     """
     pairs, diffs, saved = state
     k = len(bucket.members)
     if bucket.flat:
-        g_list = [_flat_grad(tie.norm, d, s, coeff, bucket) for d, s in zip(diffs, saved)]
+        g_list = [_flat_grad(tie.norm, d, s, coeff, bucket, inplace)
+                  for d, s in zip(diffs, saved)]
         return _combine(tie, pairs, g_list, k, torch.add, torch.sub, torch.neg,
                         lambda gs: sum(gs) / k)
-    g_list = [_norm_grads(tie.norm, d, s, coeff, bucket) for d, s in zip(diffs, saved)]
+    g_list = [_norm_grads(tie.norm, d, s, coeff, bucket, inplace) for d, s in zip(diffs, saved)]
 
     def mean_of(gs):
         m = torch._foreach_add(gs[0], gs[1])
@@ -729,7 +735,7 @@ class SoftTie:
             if self.check_finite and not bool(torch.isfinite(part)):
                 self._raise_non_finite([v if bb is b else torch.zeros(len(bb.index))
                                         for bb in self._buckets])
-            grads = _bucket_grads(self, b, state, b.weights * factor)
+            grads = _bucket_grads(self, b, state, b.weights * factor, inplace=True)
             for j, trainable in enumerate(b.trainable):
                 if not trainable:
                     continue

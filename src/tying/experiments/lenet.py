@@ -69,7 +69,7 @@ def _pad_split(split: Split, size: int) -> Split:
     description="Sharing across space: LeNet-5 and LeNet-5-Caffe vs. their locally connected "
                 "twins — parameters, accuracy, accuracy on test images shifted by 1–4 pixels.",
     presets={
-        "quick": {"data": "digits", "upsample": 2, "per_class": 60, "epochs": 3,
+        "quick": {"data": "digits", "upsample": 2, "per_class": 40, "epochs": 3,
                   "batch_size": 50, "lr": 3e-3, "weight_decay": 1e-4, "shifts": [0, 1, 2, 3, 4]},
         "full": {"data": "fashion-mnist", "limit_train": 12000, "limit_test": 5000, "epochs": 3,
                  "batch_size": 128, "lr": 2e-3, "weight_decay": 1e-4,

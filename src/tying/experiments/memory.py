@@ -40,7 +40,7 @@ PRESETS = {
     "full": {"gpt": {"vocab": 32000, "d_model": 256, "n_layers": 4, "n_heads": 8,
                      "context": 128},
              "encoder": {"d_model": 384, "n_layers": 12, "n_heads": 6, "vocab": 8000},
-             "batch": 16, "seq": 128, "step_repeats": 15,
+             "batch": 8, "seq": 64, "step_repeats": 9,
              "rss_models": ["gpt untied", "gpt tied", "encoder 12 unique",
                             "encoder ALBERT (1 shared)", "encoder 3 unique sequence",
                             "encoder 3 unique cycle", "encoder 3 unique cycle_rev"],

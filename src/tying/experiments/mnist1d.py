@@ -26,7 +26,8 @@ from .runner import Context, seed_everything
 
 __all__ = ["accuracy", "random_shift", "train_classifier"]
 
-_TDNN_LAYERS = (TDNNLayer(32, window=5), TDNNLayer(64, window=5, subsample=2),
+_TDNN_LAYERS = (TDNNLayer(32, window=5),
+                TDNNLayer(64, window=5, subsample=2, trainable_subsample=True),
                 TDNNLayer(64, window=3), TDNNLayer(64, window=3))
 
 
@@ -254,7 +255,8 @@ def run_mnist1d(ctx: Context):
         f"All models trained alike: AdamW (lr {cfg['lr']}, one-cycle, weight decay "
         f"{cfg['weight_decay']}), batch {cfg['batch_size']}, {cfg['epochs']} epochs, random "
         f"shifts of ±{cfg['max_shift']} frames.",
-        "TDNN: TimeDelay 32@window 5 → 64@5 → Subsample(2) → 64@3 → 64@3, max over time, linear. "
+        "TDNN: TimeDelay 32@window 5 → 64@5 → trainable Subsample(2) → 64@3 → 64@3, max over "
+        "time, linear. "
         "The twin swaps each TimeDelay for a LocallyConnected1d with the same context.",
     ]
     return res

@@ -218,7 +218,7 @@ class TaskTowers(MultiTaskNet):
         towers = dict(self.towers.items())
         if len(towers) < 2:
             raise ValueError(f"soft sharing needs at least 2 tasks, got {list(towers)}")
-        if include is None:
+        if include is None and exclude is None:
             check_same_structure(towers, "soft ties")
         else:
             picked = {}

@@ -135,7 +135,7 @@ def synthesize(text: str, speaker: Speaker = Speaker(), *, cache_dir: str | Path
 
     Example:
         >>> audio = synthesize("hello")  # doctest: +SKIP
-        >>> audio.dtype, audio.ndim
+        >>> audio.dtype, audio.ndim  # doctest: +SKIP
         (dtype('float32'), 1)
     """
     if not isinstance(text, str) or not text.strip():

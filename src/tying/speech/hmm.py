@@ -54,9 +54,9 @@ def pad_features(features: Sequence, *, dtype=torch.float64, device=None
     return x, lengths
 
 
-def diag_gmm_logprob(x: torch.Tensor, means: torch.Tensor, variances: torch.Tensor
-                     ) -> torch.Tensor:
-    """log N(x; μ_um, diag σ²_um) for every frame and component: (F, D) -> (F, U, M).
+def diag_gmm_logprob(x: torch.Tensor, means: torch.Tensor, variances: torch.Tensor,
+                     log_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """log N(x; μ_um, diag σ²_um) (+ log w_um) for every frame and component: (F, D) -> (F, U, M).
 
     Two matrix products instead of a loop over distributions:
     −½ Σ_d (x² p − 2 x μ p + μ² p) − ½ Σ_d log σ² − D/2 log 2π, with p = 1/σ².
@@ -65,8 +65,10 @@ def diag_gmm_logprob(x: torch.Tensor, means: torch.Tensor, variances: torch.Tens
     prec = 1.0 / variances
     const = -0.5 * (D * math.log(2 * math.pi) + torch.log(variances).sum(-1)
                     + (means * means * prec).sum(-1))                       # (U, M)
-    weights = torch.cat([-0.5 * prec, means * prec], -1).reshape(U * M, 2 * D)
-    out = torch.addmm(const.reshape(1, U * M), torch.cat([x * x, x], -1), weights.T)
+    if log_weights is not None:
+        const = const + log_weights
+    out = torch.addmm(const.reshape(1, U * M), x * x, (-0.5 * prec).reshape(U * M, D).T)
+    out.addmm_(x, (means * prec).reshape(U * M, D).T)
     return out.reshape(-1, U, M)
 
 
@@ -102,6 +104,12 @@ def _end_vector(log_next, last, n_states: int, end: str) -> torch.Tensor:
 
 
 _NEG = -1e30  # "impossible" inside the recursions: finite, so no −∞ − −∞ = NaN and no slow path
+
+
+def _time_major(log_b: torch.Tensor) -> torch.Tensor:
+    """(B, T, ...) -> a contiguous (T, B, ...) copy with −∞ raised to the finite floor."""
+    tm = log_b.transpose(0, 1)
+    return tm.clamp_min(_NEG) if tm.is_contiguous() else tm.contiguous().clamp_min_(_NEG)
 
 
 def _logaddexp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -150,7 +158,7 @@ def forward_l2r(log_b: torch.Tensor, log_stay: torch.Tensor, log_next: torch.Ten
         tensor([[0.5000]])
     """
     B, T, K, N = log_b.shape
-    log_bt = log_b.transpose(0, 1).contiguous().clamp_min_(_NEG)           # (T, B, K, N)
+    log_bt = _time_major(log_b)                                            # (T, B, K, N)
     stay = log_stay.clamp_min(_NEG)
     # Never advance past a model's final state, so padding states (and their emissions) are
     # unreachable whatever their values.
@@ -222,19 +230,27 @@ def viterbi_l2r(log_b: torch.Tensor, log_stay: torch.Tensor, log_next: torch.Ten
     Path entries past an utterance's length are −1.
     """
     B, T, K, N = log_b.shape
+    log_bt = _time_major(log_b)                                            # (T, B, K, N)
+    log_stay = log_stay.clamp_min(_NEG)
+    beyond = torch.arange(N, device=log_b.device) >= last.unsqueeze(-1)
+    adv = log_next.clamp_min(_NEG).masked_fill(beyond, _NEG)
+    ragged = bool((lengths < T).any())
     alive = torch.arange(T, device=log_b.device).unsqueeze(0) < lengths.unsqueeze(1)
-    delta = torch.full((B, K, N), NEG_INF, dtype=log_b.dtype, device=log_b.device)
-    delta[..., 0] = log_b[:, 0, :, 0]
+    delta = torch.full((B, K, N), _NEG, dtype=log_b.dtype, device=log_b.device)
+    delta[..., 0] = log_bt[0, :, :, 0]
+    buf = torch.full((B, K, N + 1), _NEG, dtype=log_b.dtype, device=log_b.device)
     moved = []
     for t in range(1, T):
         stay = delta + log_stay
-        move = _shift_right(delta + log_next)
-        came = move > stay                                                 # advanced into n
-        new = torch.maximum(stay, move) + log_b[:, t]
-        delta = torch.where(alive[:, t, None, None], new, delta)
-        moved.append(came)
+        torch.add(delta, adv, out=buf[..., 1:])
+        move = buf[..., :-1]
+        if return_path:
+            moved.append(move > stay)                                      # advanced into n
+        new = torch.maximum(stay, move).add_(log_bt[t])
+        delta = torch.where(alive[:, t, None, None], new, delta) if ragged else new
     final = delta + _end_vector(log_next, last, N, end)
     score, state = final.max(-1)
+    score = score.masked_fill(score < _NEG / 2, NEG_INF)
     if not return_path:
         return score
     path = torch.full((B, K, T), -1, dtype=torch.long, device=log_b.device)
@@ -387,10 +403,10 @@ class PhoneHMMs:
 
     # ------------------------------------------------------------------ emissions
     def _frame_logb(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) -> (B, T, U·S) state log-densities."""
-        B, T, D = x.shape
-        comp = diag_gmm_logprob(x.reshape(B * T, D), self.means_, self.vars_)
-        return _logsumexp(comp + self.log_weights_, -1).reshape(B, T, -1)
+        """(..., D) -> (..., U·S) state log-densities."""
+        comp = diag_gmm_logprob(x.reshape(-1, x.shape[-1]), self.means_, self.vars_,
+                                self.log_weights_)
+        return _logsumexp(comp, -1).reshape(*x.shape[:-1], -1)
 
     def _gathered(self, x, table):
         """Per word-state component log-densities (B, T, N, M) for per-utterance tables (B, N)."""
@@ -517,18 +533,22 @@ class PhoneHMMs:
 
     # ------------------------------------------------------------------ recognition
     @torch.no_grad()
-    def score(self, features: Sequence, lexicon: Lexicon, words: Sequence[str] | None = None
-              ) -> np.ndarray:
+    def score(self, features: Sequence, lexicon: Lexicon, words: Sequence[str] | None = None,
+              *, algorithm: str = "forward") -> np.ndarray:
         """Log-likelihood of every utterance under every word model: (B, K) float64.
 
         ``words`` defaults to the whole lexicon. Models with more states than an utterance has
-        frames score −∞.
+        frames score −∞. ``algorithm="viterbi"`` scores the best path instead of summing over
+        all paths (no exp/log per step: several times faster, the usual choice for decoding).
 
         Raises:
             ValueError: a word uses an untrained phone; an utterance is shorter than every
                 candidate model; the feature dimension differs from training.
         """
         self._check_fitted()
+        if algorithm not in ("forward", "viterbi"):
+            raise ValueError(f"algorithm must be 'forward' or 'viterbi', got {algorithm!r}")
+        recursion = forward_l2r if algorithm == "forward" else viterbi_l2r
         words = list(lexicon) if words is None else list(words)
         if not words:
             raise ValueError("words is empty: give at least one candidate word")
@@ -550,19 +570,25 @@ class PhoneHMMs:
         # block near 8M elements.
         order = torch.argsort(len_all, descending=True)
         safe = table.clamp(max=self.means_.shape[0] - 1).flatten()  # padding: never reached
+        identity = safe.numel() == self.means_.shape[0] and bool(
+            torch.equal(safe, torch.arange(safe.numel())))  # e.g. unshared models in order
         step = max(1, 8_000_000 // max(1, int(len_all.max()) * K * N))
         for lo in range(0, x_all.shape[0], step):
             idx = order[lo: lo + step]
             lens = len_all[idx]
             x = x_all[idx, : int(lens.max())]
-            frame = self._frame_logb(x)                                      # (B, T, G)
-            logb = frame.index_select(2, safe).view(*frame.shape[:2], K, N)   # (B, T, K, N)
-            out.append(forward_l2r(logb, stay, nxt, lens, counts - 1, end=self.end))
+            # Time-major, so that forward/Viterbi read each frame contiguously.
+            frame = self._frame_logb(x.transpose(0, 1))                     # (T, B, G)
+            if not identity:                                                 # shared states
+                frame = frame.index_select(2, safe)
+            logb = frame.view(*frame.shape[:2], K, N).transpose(0, 1)        # (B, T, K, N)
+            out.append(recursion(logb, stay, nxt, lens, counts - 1, end=self.end))
         out = torch.cat(out)[torch.argsort(order)]
         return out.double().numpy()
 
-    def predict(self, features: Sequence, lexicon: Lexicon, words: Sequence[str] | None = None
-                ) -> list[str]:
-        """The best-scoring word for each utterance."""
+    def predict(self, features: Sequence, lexicon: Lexicon, words: Sequence[str] | None = None,
+                *, algorithm: str = "forward") -> list[str]:
+        """The best-scoring word for each utterance (see `score`)."""
         words = list(lexicon) if words is None else list(words)
-        return [words[i] for i in self.score(features, lexicon, words).argmax(1)]
+        scores = self.score(features, lexicon, words, algorithm=algorithm)
+        return [words[i] for i in scores.argmax(1)]

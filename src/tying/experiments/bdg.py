@@ -1,0 +1,264 @@
+"""`bdg`: Waibel et al. 1989's TDNN on synthesized /b d g/ syllables, against SNR.
+
+The TDNN (16 log-mel coefficients x 15 frames of 10 ms from the syllable onset; 8 units of
+window 3, then 3 units of window 5, each output unit summed over time: 515 parameters, every
+weight shared across time) is built from `tying.nn.TimeDelay`. It is compared with an HMM
+baseline (one left-to-right diagonal-GMM HMM per consonant, `tying.speech.PhoneHMMs`) and a
+logistic regression on the same 16 x 15 input, on speakers whose espeak-ng variants are never
+heard in training, at clean, 20, 10, 5 and 0 dB SNR (white noise). All three train on the same
+multi-condition set (every training token at every SNR). Anchor: 98.5% (TDNN) vs. 93.7%
+(best HMM) on real Japanese /b d g/ (Waibel et al. 1989).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..nn.time_delay import TimeDelay
+from ..speech.corpus import VARIANTS, Speaker, Utterance, noise_rng, synthesize
+from ..speech.corpus import trim_silence as _trim
+from ..speech.features import FeatureConfig, log_mel
+from ..speech.hmm import PhoneHMMs
+from ..speech.lexicon import Lexicon
+from ..system import require_espeak
+from .registry import register_experiment
+from .runner import seed_everything
+
+CONSONANTS = ("b", "d", "g")
+VOWELS = ("A:", "i:", "u:", "eI", "oU", "E", "aI", "O:", "a", "I", "V", "aU")
+SNRS = (None, 20.0, 10.0, 5.0, 0.0)       # None = clean
+FEATURES = FeatureConfig(n_mels=16, fmin=100.0, fmax=5500.0)
+N_FRAMES = 15
+
+PRESETS = {
+    "quick": {"n_vowels": 4, "train_variants": 6, "test_variants": 3, "styles": 1,
+              "epochs": 40, "batch": 64, "lr": 0.02, "hmm_states": 5, "hmm_mix": 2,
+              "hmm_iter": 5},
+    "full": {"n_vowels": 12, "train_variants": 20, "test_variants": 10, "styles": 3,
+             "epochs": 40, "batch": 128, "lr": 0.01, "hmm_states": 5, "hmm_mix": 4,
+             "hmm_iter": 8},
+}
+
+
+class WaibelTDNN(nn.Module):
+    """16 x 15 input -> TimeDelay(16, 8, window=3) -> TimeDelay(8, 3, window=5) -> sum over time.
+
+    Example:
+        >>> WaibelTDNN()(torch.randn(2, 16, 15)).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = TimeDelay(16, 8, window=3)       # (B, 8, 13), tanh
+        self.output = TimeDelay(8, 3, window=5)        # (B, 3, 9), tanh
+        self.scale = nn.Parameter(torch.tensor(1.0))   # temperature of the summed outputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.hidden(x)).sum(-1) * self.scale
+
+
+def syllable_speakers(n_variants: int, styles: int, offset: int, seed: int) -> list[Speaker]:
+    """``styles`` (speed, pitch) settings for each of ``n_variants`` variants from ``offset``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for v in VARIANTS[offset: offset + n_variants]:
+        for _ in range(styles):
+            out.append(Speaker("en-us", v, int(rng.integers(130, 200)), int(rng.integers(25, 80))))
+    return out
+
+
+def onset_window(u: Utterance, snr: float | None, seed: int) -> np.ndarray:
+    """(16, 15) log-mel from 20 ms before the onset, noise at ``snr`` relative to the syllable.
+
+    Short syllables are padded with silence (then noise) so the 150 ms window always fits.
+    """
+    need = (N_FRAMES + 1) * FEATURES.hop + FEATURES.win
+    audio = np.pad(u.audio, (0, max(0, need - len(u.audio))))
+    if snr is not None:
+        power = float(np.mean(u.audio.astype(np.float64) ** 2))   # the syllable, not the pad
+        noise = noise_rng(u, snr, seed).standard_normal(len(audio))
+        audio = (audio + noise * np.sqrt(power / 10 ** (snr / 10))).astype(np.float32)
+    feats = log_mel(audio, u.sample_rate, FEATURES)     # trimmed with a 30 ms margin
+    win = feats[1: 1 + N_FRAMES]
+    win = win - win.mean()                              # loudness normalization per token
+    return win.T.astype(np.float32)
+
+
+def _dataset(utts, snrs, seed):
+    xs, ys, ss = [], [], []
+    for snr in snrs:
+        for u in utts:
+            xs.append(onset_window(u, snr, seed))
+            ys.append(CONSONANTS.index(u.text[0]))
+            ss.append(-1.0 if snr is None else snr)
+    return np.stack(xs), np.array(ys), np.array(ss)
+
+
+def _train_tdnn(x, y, cfg, seed):
+    gen = seed_everything(seed)
+    net = WaibelTDNN()
+    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg["epochs"])
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(cfg["epochs"]):
+        perm = torch.randperm(len(xt), generator=gen)
+        for i in range(0, len(xt), cfg["batch"]):
+            idx = perm[i: i + cfg["batch"]]
+            loss = nn.functional.cross_entropy(net(xt[idx]), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+    return net
+
+
+@register_experiment(
+    "bdg",
+    description="Waibel 1989 TDNN (tying.nn.TimeDelay) vs. an HMM and a logistic regression on "
+                "synthesized /b d g/ from unseen speakers, accuracy against SNR.",
+    presets=PRESETS, default_seeds={"quick": 1, "full": 3}, needs=("espeak-ng",))
+def run(ctx):
+    require_espeak("The bdg experiment")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the 2 cores are shared; one thread per run is the fastest here
+    try:
+        return _run(ctx, ctx.config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(ctx, cfg):
+    from sklearn.linear_model import LogisticRegression
+
+    vowels = VOWELS[: cfg["n_vowels"]]
+    syllables = [f"{c}'{v}" for c in CONSONANTS for v in vowels]
+    train_spk = syllable_speakers(cfg["train_variants"], cfg["styles"], 0, seed=1)
+    test_spk = syllable_speakers(cfg["test_variants"], max(1, cfg["styles"] - 1),
+                                 cfg["train_variants"], seed=2)
+    assert not {s.variant for s in train_spk} & {s.variant for s in test_spk}
+    jobs = [(s, spk) for spk in train_spk + test_spk for s in syllables]
+    utts = [Utterance(s, spk, _trim(synthesize(s, spk, phonemes=True)))
+            for s, spk in ctx.progress(jobs, "synthesize syllables")]
+    train = [u for u in utts if u.speaker in set(train_spk)]
+    test = [u for u in utts if u.speaker in set(test_spk)]
+
+    systems = ("TDNN", "HMM", "logistic")
+    acc = {(s, snr): [] for s in systems for snr in SNRS}
+    seconds = {s: [] for s in systems}
+    for seed in ctx.progress(ctx.seeds, "seeds"):
+        x_tr, y_tr, _ = _dataset(train, SNRS, seed)
+        mu, sd = x_tr.mean((0, 2), keepdims=True), x_tr.std((0, 2), keepdims=True) + 1e-6
+        x_tr = (x_tr - mu) / sd
+        tests = {}
+        for snr in SNRS:
+            x, y, _ = _dataset(test, [snr], seed + 1000)
+            tests[snr] = ((x - mu) / sd, y)
+
+        t0 = time.perf_counter()
+        net = _train_tdnn(x_tr, y_tr, cfg, seed)
+        seconds["TDNN"].append(time.perf_counter() - t0)
+        with torch.no_grad():
+            for snr, (x, y) in tests.items():
+                pred = net(torch.from_numpy(x)).argmax(1).numpy()
+                acc[("TDNN", snr)].append(float(np.mean(pred == y)))
+
+        t0 = time.perf_counter()
+        lr = LogisticRegression(C=1.0, max_iter=300).fit(x_tr.reshape(len(x_tr), -1), y_tr)
+        seconds["logistic"].append(time.perf_counter() - t0)
+        for snr, (x, y) in tests.items():
+            acc[("logistic", snr)].append(float(np.mean(lr.predict(x.reshape(len(x), -1)) == y)))
+
+        lex = Lexicon({c: (c,) for c in CONSONANTS}, silence=False)
+        t0 = time.perf_counter()
+        hmm = PhoneHMMs(n_states=cfg["hmm_states"], n_mix=cfg["hmm_mix"], n_iter=cfg["hmm_iter"],
+                        seed=seed, batch_size=512).fit(
+            list(x_tr.transpose(0, 2, 1)), [CONSONANTS[i] for i in y_tr], lex)
+        seconds["HMM"].append(time.perf_counter() - t0)
+        for snr, (x, y) in tests.items():
+            pred = hmm.predict(list(x.transpose(0, 2, 1)), lex, list(CONSONANTS))
+            acc[("HMM", snr)].append(float(np.mean([p == CONSONANTS[i]
+                                                    for p, i in zip(pred, y)])))
+
+    result = ctx.result()
+    for (s, snr), vals in acc.items():
+        result.add_metric(f"acc_{s}_{_label(snr).replace(' ', '')}", vals, "fraction")
+    for s in systems:
+        result.add_metric(f"train_seconds_{s}", seconds[s], "s")
+    n_params = {"TDNN": sum(p.numel() for p in net.parameters()),
+                "logistic": int(lr.coef_.size + lr.intercept_.size),
+                "HMM": hmm.n_parameters()}
+    rows = []
+    for snr in SNRS:
+        row = {"SNR": _label(snr)}
+        for s in systems:
+            row[s] = f"{np.mean(acc[(s, snr)]):.3f} ± {np.std(acc[(s, snr)]):.3f}"
+        rows.append(row)
+    result.add_table("Accuracy on unseen speakers (mean ± std over seeds)", rows)
+    result.add_table("Models", [{"model": s, "parameters": n_params[s],
+                                 "train seconds (mean)": round(float(np.mean(seconds[s])), 1)}
+                                for s in systems])
+    mean = {k: float(np.mean(v)) for k, v in acc.items()}
+    result.add_claim(
+        "TDNN >= 98.5% (Waibel's figure) on unseen speakers at 10 dB SNR",
+        mean[("TDNN", 10.0)] >= 0.985,
+        f"TDNN {mean[('TDNN', 10.0)]:.3f} at 10 dB (HMM {mean[('HMM', 10.0)]:.3f}, "
+        f"logistic {mean[('logistic', 10.0)]:.3f})")
+    noisy = [s for s in SNRS if s is not None]
+    ahead = {s: mean[("TDNN", s)] > max(mean[("HMM", s)], mean[("logistic", s)]) for s in noisy}
+    result.add_claim(
+        "The TDNN is ahead of both the HMM and the logistic regression at every SNR below clean",
+        all(ahead.values()),
+        "; ".join(f"{s:g} dB: TDNN {mean[('TDNN', s)]:.3f} vs HMM {mean[('HMM', s)]:.3f}, "
+                  f"logistic {mean[('logistic', s)]:.3f}" for s in noisy))
+    result.notes += [
+        f"Syllables: /b d g/ x {len(vowels)} vowels ({' '.join(vowels)}) as espeak-ng phoneme "
+        f"input; {len(train_spk)} training speakers ({cfg['train_variants']} variants x "
+        f"{cfg['styles']} speed/pitch), {len(test_spk)} test speakers from "
+        f"{cfg['test_variants']} other variants (never heard in training): {len(train)} "
+        f"training and {len(test)} test tokens per SNR.",
+        "Input: 16 log-mel bands (100-5500 Hz, 25 ms windows, 10 ms hop) x 15 frames from 20 ms "
+        "before the onset (found on the clean signal); each token minus its mean, then each "
+        "band standardized with training statistics. White noise at the SNR relative to the "
+        "syllable's mean power.",
+        f"All systems train on every training token at every SNR (clean, 20, 10, 5, 0 dB). "
+        f"TDNN: tying.nn.TimeDelay(16, 8, window=3) -> TimeDelay(8, 3, window=5), tanh, summed "
+        f"over time, times a learned scale; Adam lr {cfg['lr']} with cosine decay, "
+        f"{cfg['epochs']} epochs, batch {cfg['batch']}. HMM: {cfg['hmm_states']}-state "
+        f"left-to-right, {cfg['hmm_mix']} diagonal Gaussians per state, {cfg['hmm_iter']} "
+        "Baum-Welch iterations, one model per consonant. Logistic regression: scikit-learn, "
+        "L2 (C=1), on the 240 inputs.",
+        "Waibel et al. 1989 report 98.5% (TDNN) vs. 93.7% (HMM) on real speech from 3 Japanese "
+        "speakers (speaker-dependent); this is synthetic speech from unseen synthetic voices.",
+    ]
+    _plot(ctx, result, systems, acc)
+    return result
+
+
+def _label(snr) -> str:
+    return "clean" if snr is None else f"{snr:g} dB"
+
+
+def _plot(ctx, result, systems, acc):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    xs = np.arange(len(SNRS))
+    for s, style in zip(systems, ("C0-o", "C1-s", "C2-^")):
+        m = [np.mean(acc[(s, snr)]) for snr in SNRS]
+        e = [np.std(acc[(s, snr)]) for snr in SNRS]
+        ax.errorbar(xs, m, yerr=e, fmt=style, capsize=3, label=s)
+    ax.axhline(0.985, color="gray", ls=":", lw=1, label="Waibel 1989 TDNN (98.5%)")
+    ax.axhline(0.937, color="gray", ls="--", lw=1, label="Waibel 1989 HMM (93.7%)")
+    ax.set_xticks(xs, [_label(s) for s in SNRS])
+    ax.set_xlabel("SNR (white noise)")
+    ax.set_ylabel("accuracy on unseen speakers")
+    ax.set_title("/b d g/ from synthesized syllables")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    ctx.save_plot(result, fig, "bdg.png")

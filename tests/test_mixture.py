@@ -1,0 +1,161 @@
+"""MixturePrior: the fused gradient against the naive autodiff oracle, EM, merging, errors."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import tying
+from tying.mixture import kmeans_1d, mixture_nll, naive_neg_log_likelihood
+
+
+def _net(dtype=torch.float64):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 5)).to(dtype)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
+def test_gradient_equals_naive_autodiff_float64(chunk):
+    g = torch.Generator().manual_seed(1)
+    w = (torch.randn(3, 41, generator=g, dtype=torch.float64) * 0.3).requires_grad_()
+    mu = torch.randn(6, generator=g, dtype=torch.float64).requires_grad_()
+    ll = (torch.randn(6, generator=g, dtype=torch.float64) + 2).requires_grad_()
+    lp = torch.log_softmax(torch.randn(6, generator=g, dtype=torch.float64), 0)
+    lp = lp.detach().requires_grad_()
+    fast = mixture_nll(w, mu, ll, lp, chunk)
+    naive = naive_neg_log_likelihood(w, mu, ll, lp)
+    gf = torch.autograd.grad(fast * 1.7, [w, mu, ll, lp])
+    gn = torch.autograd.grad(naive * 1.7, [w, mu, ll, lp])
+    assert torch.allclose(fast, naive, rtol=1e-12, atol=1e-10)
+    for a, b in zip(gf, gn, strict=True):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_prior_matches_naive_through_the_module():
+    net = _net()
+    prior = tying.MixturePrior(net, 5, include="*.weight", chunk_size=17)
+    params = [net[0].weight, net[2].weight, prior.means, prior.log_precisions,
+              prior.mixing_logits]
+    ga = torch.autograd.grad(prior(), params)
+    gb = torch.autograd.grad(prior.naive(), params)
+    for a, b in zip(ga, gb, strict=True):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
+    assert prior.component_means()[0] == 0
+    assert math.isclose(prior.log_mixing().exp().sum().item(), 1.0, rel_tol=1e-12)
+
+
+def test_chunking_invariance_float32():
+    net = _net(torch.float32)
+    vals = []
+    for chunk in (3, 100, 1 << 16):
+        prior = tying.MixturePrior(net, 7, chunk_size=chunk)
+        net.zero_grad()
+        prior().backward()
+        vals.append((prior().item(), net[0].weight.grad.clone()))
+    for v, g in vals[1:]:
+        assert math.isclose(v, vals[0][0], rel_tol=1e-5)
+        assert torch.allclose(g, vals[0][1], rtol=1e-4, atol=1e-5)
+
+
+def test_chunk_memory_does_not_hold_n_by_j():
+    # the autograd graph of the fast prior saves only gradients of the sizes of its inputs
+    w = torch.randn(50_000, requires_grad=True)
+    mu = torch.linspace(-1, 1, 17, requires_grad=True)
+    ll = torch.zeros(17, requires_grad=True)
+    lp = torch.full((17,), -math.log(17.0), requires_grad=True)
+    out = mixture_nll(w, mu, ll, lp, 1024)
+    saved = out.grad_fn.saved_tensors
+    assert sum(t.numel() for t in saved) == w.numel() + 3 * 17
+
+
+def test_hyperprior_prevents_variance_collapse():
+    torch.manual_seed(0)
+    net = nn.Linear(200, 50)
+    with torch.no_grad():  # weights sitting exactly on three values: ML variances would -> 0
+        net.weight.copy_(torch.tensor([-0.2, 0.0, 0.2])[torch.randint(0, 3, (50, 200))])
+    with_prior = tying.MixturePrior(net, 3, include="weight", init="kmeans")
+    without = tying.MixturePrior(net, 3, include="weight", init="kmeans", gamma=None,
+                                 gamma_zero=None)
+    for _ in range(3):
+        with_prior.em_step()
+        without.em_step()
+    assert torch.isfinite(with_prior.precisions()).all()
+    assert with_prior.precisions().max() < 1e4          # bounded by α/β-scale
+    assert not torch.isfinite(without.precisions()).all() or \
+        without.precisions().max() > 1e8                 # collapses without hyper-prior
+
+
+def test_em_step_recovers_a_mixture():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.tensor([-0.3, 0.0, 0.25])
+    w = centers[torch.randint(0, 3, (4000,), generator=g)] + 0.02 * torch.randn(4000, generator=g)
+    net = nn.Linear(4000, 1, bias=False).double()
+    with torch.no_grad():
+        net.weight.copy_(w.view(1, -1))
+    prior = tying.MixturePrior(net, 3, include="weight", pi_zero=0.3, gamma=(2.0, 1e-4))
+    before = prior().item()
+    for _ in range(30):
+        prior.em_step()
+    assert prior().item() < before
+    got = sorted(prior.component_means().tolist())
+    assert got == pytest.approx([-0.3, 0.0, 0.25], abs=0.01)
+
+
+def test_merging_coinciding_components():
+    net = nn.Linear(10, 10)
+    prior = tying.MixturePrior(net, 4, include="weight")
+    with torch.no_grad():
+        prior.means.copy_(torch.tensor([0.1, 0.1 + 1e-6, 0.5]))
+        prior.log_precisions.fill_(math.log(1e4))
+    mu, _, logpi = prior.merged(1e-2)
+    assert len(mu) == 3
+    assert math.isclose(logpi.exp().sum().item(), 1.0, rel_tol=1e-9)
+    prior.merge_()
+    assert prior.n_components == 3 and prior.component_means()[0] == 0
+
+
+def test_kmeans_init_and_kmeans_1d():
+    x = torch.cat([torch.full((100,), -1.0), torch.full((50,), 2.0), torch.full((70,), 5.0)])
+    c = kmeans_1d(x, 3)
+    assert c.tolist() == pytest.approx([-1.0, 2.0, 5.0])
+
+
+def test_errors():
+    net = nn.Linear(4, 4)
+    with pytest.raises(ValueError, match="n_components"):
+        tying.MixturePrior(net, 1)
+    with pytest.raises(TypeError, match="n_components"):
+        tying.MixturePrior(net, 3.0)
+    with pytest.raises(ValueError, match="pi_zero"):
+        tying.MixturePrior(net, 3, pi_zero=1.0)
+    with pytest.raises(ValueError, match=r"wieght|weight"):
+        tying.MixturePrior(net, 3, include="wieght")
+    with pytest.raises(ValueError, match="gamma"):
+        tying.MixturePrior(net, 3, gamma=(0.0, 1.0))
+    other = nn.Linear(4, 4)
+    prior = tying.MixturePrior(net, 3)
+    with pytest.raises(ValueError, match="another model"):
+        tying.compress(other, prior)
+    with pytest.raises(TypeError, match="MixturePrior"):
+        tying.compress(net, "prior")
+
+
+def test_penalty_validates_tau():
+    net = nn.Linear(4, 4)
+    prior = tying.MixturePrior(net, 3)
+    assert math.isclose(prior.penalty(0.5).item(), 0.5 * prior().item(), rel_tol=1e-6)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="tau"):
+            prior.penalty(bad)
+    with pytest.raises(TypeError, match="tau"):
+        prior.penalty("0.1")
+
+
+def test_docstring_examples_run():
+    import doctest
+    import importlib
+
+    module = importlib.import_module("tying.mixture")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -1,0 +1,59 @@
+"""The speech experiments' guards, and a small end-to-end run of the pipeline on espeak-ng."""
+
+from __future__ import annotations
+
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from tying.errors import SystemPackageMissing
+from tying.experiments import bdg, phonemes
+from tying.experiments.registry import _REGISTRY
+from tying.speech import Lexicon, PhoneHMMs, featurize, make_speakers, synthesize_corpus
+
+
+@pytest.mark.parametrize("module, name", [(phonemes, "phonemes"), (bdg, "bdg")])
+def test_experiments_declare_and_check_espeak(monkeypatch, module, name):
+    assert _REGISTRY[name].needs == ("espeak-ng",)
+    monkeypatch.setattr(shutil, "which", lambda _: None)
+    ctx = SimpleNamespace(config=dict(module.PRESETS["quick"]), seeds=[0])
+    with pytest.raises(SystemPackageMissing, match="espeak-ng"):
+        module.run(ctx)
+
+
+def test_choose_unseen_keeps_phones_covered():
+    lex = Lexicon({"ab": "ab", "ba": "ba", "abc": "abc", "ca": "ca", "bb": "bb"}, silence=False)
+    unseen = phonemes.choose_unseen(lex, 2, np.random.default_rng(0))
+    seen = [w for w in lex if w not in unseen]
+    assert len(unseen) == 2
+    assert {p for w in unseen for p in lex[w]} <= {p for w in seen for p in lex[w]}
+    with pytest.raises(ValueError, match="n_unseen"):
+        phonemes.choose_unseen(lex, 5, np.random.default_rng(0))
+
+
+def test_waibel_tdnn_shape_and_sharing():
+    import torch
+
+    net = bdg.WaibelTDNN()
+    assert net(torch.randn(4, 16, 15)).shape == (4, 3)
+    # 16*8*3 + 8 + 8*3*5 + 3 weights and biases (+1 output scale): shared across all frames.
+    assert sum(p.numel() for p in net.parameters()) == 16 * 8 * 3 + 8 + 8 * 3 * 5 + 3 + 1
+
+
+@pytest.mark.system("espeak-ng")
+def test_end_to_end_unseen_word_gets_a_model(tmp_path):
+    words = ["cat", "tack", "act"]
+    speakers = make_speakers(2, seed=3)
+    utts = synthesize_corpus(words, speakers, cache_dir=tmp_path, pad_ms=40)
+    feats = featurize(utts, snr_db=30.0)
+    lex = Lexicon.from_espeak(words)
+    train = [i for i, u in enumerate(utts) if u.text != "act"]
+    model = PhoneHMMs(n_mix=1, n_iter=3).fit([feats[i] for i in train],
+                                              [utts[i].text for i in train], lex)
+    assert set(lex["act"]) <= set(model.units_)          # every phone of "act" was trained
+    scores = model.score(feats, lex, words)
+    assert scores.shape == (len(utts), 3) and np.isfinite(scores).all()
+    seen_pred = model.predict([feats[i] for i in train], lex, ["cat", "tack"])
+    assert np.mean([p == utts[i].text for p, i in zip(seen_pred, train)]) >= 0.75
