@@ -137,7 +137,7 @@ def test_failed_load_undoes_the_ties_it_had_applied(tmp_path):
     st.save_file(tensors, path, metadata=meta)
     fresh = AutoEncoder()
     snap = snapshot(fresh)
-    with pytest.raises(ValueError, match="enc.bias"):
+    with pytest.raises(ValueError, match=r"enc.bias"):
         tying.load(fresh, path)
     assert_unchanged(fresh, snap)
     assert not hasattr(fresh.dec, "parametrizations")
@@ -162,7 +162,8 @@ def test_corrupt_and_truncated_files_raise_value_error(tmp_path):
         assert_unchanged(target, snap)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=hs.integers(min_value=0), flip=hs.integers(min_value=0), bit=hs.integers(0, 7))
 def test_any_damaged_file_gives_a_clear_error_or_loads_whole(tmp_path, cut, flip, bit):
     lm = tied_lm()
@@ -206,7 +207,7 @@ def test_metadata_is_kept_and_reserved_keys_refused(tmp_path):
     lm = tied_lm()
     tying.save(lm, tmp_path / "m.safetensors", metadata={"step": "10"})
     assert header(tmp_path / "m.safetensors")["__metadata__"]["step"] == "10"
-    with pytest.raises(ValueError, match="tying."):
+    with pytest.raises(ValueError, match=r"tying."):
         tying.save(lm, tmp_path / "m.safetensors", metadata={"tying.format": "9"})
 
 

@@ -184,7 +184,7 @@ def test_state_dict_round_trip_into_a_fresh_model():
 def test_load_state_dict_assign_breaks_identity_verify_sees_it_retie_mends_it():
     src, dst = tied_lm(), tied_lm()
     dst.load_state_dict(src.state_dict(), assign=True)
-    with pytest.raises(tying.TieError, match="head.weight.*embed.weight.*retie"):
+    with pytest.raises(tying.TieError, match=r"head.weight.*embed.weight.*retie"):
         tying.verify(dst)
     assert tying.retie(dst) == 1
     tying.verify(dst)
@@ -285,9 +285,9 @@ def test_dtype_and_device_mismatch():
 
 def test_unknown_name_suggests_close_names():
     lm = tied_lm(tie_embeddings=False)
-    with pytest.raises(KeyError, match="Did you mean 'head.weight'"):
+    with pytest.raises(KeyError, match=r"Did you mean 'head.weight'"):
         tying.tie(lm, {"haed.weight": "embed.weight"})
-    with pytest.raises(KeyError, match="embed.weight"):
+    with pytest.raises(KeyError, match=r"embed.weight"):
         tying.tie(lm, {"head.weight": "embed.weihgt"})
 
 
@@ -306,7 +306,7 @@ def test_self_tie_cycle_and_double_tie_are_refused():
     tying.tie(m, {"1.weight": "0.weight"})
     with pytest.raises(tying.TieError, match="cycle"):
         tying.tie(m, {"0.weight": "1.weight"})
-    with pytest.raises(tying.TieError, match="already tied.*untie"):
+    with pytest.raises(tying.TieError, match=r"already tied.*untie"):
         tying.tie(m, {"1.weight": "2.weight"})
     tying.verify(m)
 
@@ -333,7 +333,7 @@ def test_verify_reports_an_optimizer_created_before_the_tie():
     lm = tied_lm(tie_embeddings=False)
     opt = torch.optim.Adam(lm.parameters())
     tying.tie(lm, {"head.weight": "embed.weight"})
-    with pytest.raises(tying.TieError, match="optimizer.*before a tie"):
+    with pytest.raises(tying.TieError, match=r"optimizer.*before a tie"):
         tying.verify(lm, opt)
 
 

@@ -1,7 +1,6 @@
 """Run under torchrun: train tied models with DDP (gloo) and report parameters and tie state."""
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -9,9 +8,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 sys.path.insert(0, str(Path(__file__).parent))
-import common  # noqa: E402
-
-import tying  # noqa: E402
+import common
+import tying
 
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()

@@ -8,10 +8,9 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 
 sys.path.insert(0, str(Path(__file__).parent))
-import common  # noqa: E402
-
-import tying  # noqa: E402
-from tying.distributed import check_fsdp_units, fully_shard_tied  # noqa: E402
+import common
+import tying
+from tying.distributed import check_fsdp_units, fully_shard_tied
 
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
