@@ -18,6 +18,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -111,24 +112,61 @@ def _flat_records(model: nn.Module) -> dict[str, TieRecord]:
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file: (tensors, metadata). Corrupt or truncated files raise ValueError."""
-    from safetensors import SafetensorError
+    """Read a whole safetensors file: (tensors, metadata). Corrupt or truncated files raise
+    ValueError."""
     from safetensors.torch import load_file
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
+    header = _FileHeader(path)  # validates before anything is allocated
+    with _readable(path):
         tensors = load_file(path)
-        with open(path, "rb") as f:
-            header_len = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(header_len))
+    return tensors, header.metadata
+
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+           "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
+           "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+
+
+@contextlib.contextmanager
+def _readable(path: Path):
+    from safetensors import SafetensorError
+
+    try:
+        yield
     except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, OSError,
             RuntimeError) as err:
         raise ValueError(f"{path} is not a readable safetensors file (corrupt or truncated?): "
                          f"{err}") from None
-    meta = header.get("__metadata__") or {}
-    return tensors, meta
+
+
+class _FileHeader:
+    """Names, shapes and dtypes of a safetensors file, read from its header alone (the
+    library checks the header against the file size), so that a load can be validated
+    before any tensor is read."""
+
+    def __init__(self, path: Path):
+        from safetensors import safe_open
+
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        self.path = path
+        with _readable(path), safe_open(path, framework="pt") as f:
+            self.metadata = dict(f.metadata() or {})
+            self.shapes, self.dtypes = {}, {}
+            for k in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+                sl = f.get_slice(k)
+                self.shapes[k] = tuple(sl.get_shape())
+                self.dtypes[k] = _DTYPES.get(sl.get_dtype())
+            unknown = [k for k, d in self.dtypes.items() if d is None]
+            if unknown:
+                raise ValueError(f"{path}: tensors of a dtype tying does not load: {unknown[:5]}")
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.shapes
+
+    def names(self) -> set[str]:
+        return set(self.shapes)
 
 
 def _file_ties(path: Path, meta: Mapping[str, str]) -> tuple[dict[str, str], list[TieRecord]]:
@@ -160,8 +198,8 @@ def load(model: nn.Module, path: str | os.PathLike, *, strict: bool = True) -> n
         ``model``.
     """
     path = Path(path)
-    tensors, meta = read_checkpoint(path)
-    aliases, file_recs = _file_ties(path, meta)
+    tensors = _FileHeader(path)
+    aliases, file_recs = _file_ties(path, tensors.metadata)
     for alias, canonical in aliases.items():
         if canonical not in tensors:
             raise ValueError(f"{path}: alias {alias!r} points at {canonical!r}, which the file "
@@ -195,29 +233,31 @@ def load(model: nn.Module, path: str | os.PathLike, *, strict: bool = True) -> n
                 missing.append(key)
                 continue
             used.add(name)
-            v = tensors[name]
-            if tuple(v.shape) != tuple(t.shape):
-                raise ValueError(f"{path}: {name!r} has shape {tuple(v.shape)} in the file, "
+            shape, dtype = tensors.shapes[name], tensors.dtypes[name]
+            if shape != tuple(t.shape):
+                raise ValueError(f"{path}: {name!r} has shape {shape} in the file, "
                                  f"the model's {key!r} has {tuple(t.shape)}")
-            if v.is_floating_point() != t.is_floating_point() or v.is_complex() != \
-                    t.is_complex():
-                raise ValueError(f"{path}: {name!r} is {v.dtype} in the file, the model's "
+            if dtype.is_floating_point != t.is_floating_point():
+                raise ValueError(f"{path}: {name!r} is {dtype} in the file, the model's "
                                  f"{key!r} is {t.dtype}")
-            values[key] = v
+            values.setdefault(id(t), (key, name))  # a tied tensor is filled once
         if missing:
             raise ValueError(f"{path} lacks {len(missing)} tensor(s) the model needs: "
                              f"{missing[:10]}{' ...' if len(missing) > 10 else ''}")
-        extra = sorted(set(tensors) - used)
+        extra = sorted(tensors.names() - used)
         if extra and strict:
             raise ValueError(f"{path} holds {len(extra)} tensor(s) the model does not have: "
                              f"{extra[:10]} (pass strict=False to ignore them)")
     except BaseException:
         _restore_structure(model, snapshot)
         raise
-    # 3. values: every check has passed, so the copies cannot fail half-way
-    with torch.no_grad():
-        for key, v in values.items():
-            state[key].copy_(v)
+    # 3. values, one tensor at a time (peak memory: the model plus its largest tensor); every
+    # check has passed, so only an I/O error could interrupt the copies
+    from safetensors import safe_open
+
+    with _readable(path), safe_open(path, framework="pt") as f, torch.no_grad():
+        for key, name in values.values():
+            state[key].copy_(f.get_tensor(name))
     return model
 
 

@@ -25,7 +25,7 @@ def _cmd_run(args) -> int:
     from .experiments.result import atomic_write_text
 
     if args.name == "all":
-        results, skipped = run_all(args.preset, args.seeds, args.out)
+        results, skipped = run_all(args.preset, args.seeds, args.out, threads=args.threads)
         for res in results:
             held = sum(c.holds for c in res.claims)
             print(f"{res.experiment:12s} {res.seconds:7.1f} s  claims {held}/{len(res.claims)}")
@@ -43,7 +43,7 @@ def _cmd_run(args) -> int:
         print(f"error: {err.args[0]}", file=sys.stderr)
         return 2
     try:
-        res = run_experiment(args.name, args.preset, args.seeds, args.out)
+        res = run_experiment(args.name, args.preset, args.seeds, args.out, args.threads)
     except SystemPackageMissing as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, default=None,
                      help="number of seeds (default: the preset's)")
     run.add_argument("--out", default="runs", help="output directory (default: runs)")
+    run.add_argument("--threads", type=int, default=1,
+                     help="torch intra-op threads (default 1: robust on shared machines)")
     run.set_defaults(fn=_cmd_run)
     ins = sub.add_parser("inspect", help="inspect a .safetensors or .pt checkpoint")
     ins.add_argument("file")

@@ -7,7 +7,7 @@ True
 
 from .registry import Experiment, get_experiment, list_experiments, register_experiment
 from .result import Claim, Metric, Result
-from .runner import Context, run_all, run_experiment, seed_everything
+from .runner import Context, run_all, run_experiment, seed_everything, torch_threads
 
 __all__ = [
     "Claim",
@@ -21,4 +21,5 @@ __all__ = [
     "run_all",
     "run_experiment",
     "seed_everything",
+    "torch_threads",
 ]

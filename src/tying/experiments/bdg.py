@@ -124,12 +124,7 @@ def _train_tdnn(x, y, cfg, seed):
     presets=PRESETS, default_seeds={"quick": 1, "full": 3}, needs=("espeak-ng",))
 def run(ctx):
     require_espeak("The bdg experiment")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the 2 cores are shared; one thread per run is the fastest here
-    try:
-        return _run(ctx, ctx.config)
-    finally:
-        torch.set_num_threads(threads)
+    return _run(ctx, ctx.config)
 
 
 def _run(ctx, cfg):

@@ -28,7 +28,7 @@ from ..soft import SoftTie
 from .registry import register_experiment
 from .runner import seed_everything
 
-__all__ = ["ClassifierMLP", "accuracy", "torch_threads", "train_joint"]
+__all__ = ["ClassifierMLP", "accuracy", "train_joint"]
 
 
 class ClassifierMLP(nn.Module):
@@ -121,12 +121,12 @@ def _fmt_l(lam: float) -> str:
     presets={
         "quick": {"dataset": "digits", "hidden": [64, 32], "labels_per_class": [1, 5],
                   "strengths": [1e-3, 1e-1, 10.0], "l2sp_strengths": [1e-2],
-                  "steps": 60, "lr": 3e-3, "batch": 64, "threads": 1, "limit_train": None,
+                  "steps": 60, "lr": 3e-3, "batch": 64, "limit_train": None,
                   "limit_test": None, "rotation": 25.0, "contrast": 0.6, "noise": 0.1},
         "full": {"dataset": "fashion_mnist", "hidden": [256, 128],
                  "labels_per_class": [1, 5, 20, 100],
                  "strengths": [1e-4, 1e-2, 1e-1, 1.0, 10.0, 100.0],
-                 "l2sp_strengths": [1e-4, 1e-3], "steps": 300, "threads": 1, "lr": 1e-3,
+                 "l2sp_strengths": [1e-4, 1e-3], "steps": 300, "lr": 1e-3,
                  "batch": 128,
                  "limit_train": 30000, "limit_test": 5000, "rotation": 25.0, "contrast": 0.6,
                  "noise": 0.1},
@@ -134,25 +134,7 @@ def _fmt_l(lam: float) -> str:
     default_seeds={"quick": 1, "full": 3},
 )
 def run_domains(ctx):
-    with torch_threads(ctx.config.get("threads", 1)):
-        return _run_domains(ctx)
-
-
-class torch_threads:
-    """Use ``n`` intra-op threads inside the block (restored after).
-
-    Why: on a small CPU shared by several processes, torch's default (one thread per core)
-    oversubscribes the cores and made these small MLP steps ~40× slower than one thread.
-    """
-
-    def __init__(self, n: int):
-        self.n, self.old = n, torch.get_num_threads()
-
-    def __enter__(self):
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.old)
+    return _run_domains(ctx)
 
 
 def _run_domains(ctx):

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data import load_digits, load_fashion_mnist
 from ..soft import SoftTie
-from .domains import accuracy, torch_threads
+from .domains import accuracy
 from .registry import register_experiment
 from .runner import seed_everything
 
@@ -95,18 +95,16 @@ def _label(lam: float | None) -> str:
     presets={
         "quick": {"dataset": "digits", "sizes": [64, 32], "labels_per_class": [1, 10],
                   "strengths": [0.0, 1e-2, 1.0, None], "steps": 80, "lr": 3e-3,
-                  "batch": 64, "limit_train": None, "limit_test": None, "threads": 1},
+                  "batch": 64, "limit_train": None, "limit_test": None},
         "full": {"dataset": "fashion_mnist", "sizes": [784, 256, 64],
                  "labels_per_class": [1, 5, 20, 100],
                  "strengths": [0.0, 1e-3, 1e-2, 1e-1, 1.0, 10.0, None], "steps": 300,
-                 "lr": 1e-3, "batch": 128, "limit_train": 20000, "limit_test": 5000,
-                 "threads": 1},
+                 "lr": 1e-3, "batch": 128, "limit_train": 20000, "limit_test": 5000},
     },
     default_seeds={"quick": 1, "full": 3},
 )
 def run_hybrid(ctx):
-    with torch_threads(ctx.config.get("threads", 1)):
-        return _run_hybrid(ctx)
+    return _run_hybrid(ctx)
 
 
 def _run_hybrid(ctx):

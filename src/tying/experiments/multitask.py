@@ -138,20 +138,6 @@ def _saved_bytes(model: nn.Module) -> int:
         return os.path.getsize(path)
 
 
-class _threads:
-    """Use ``n`` intra-op threads inside the block (small MLP steps on a shared 2-core CPU run
-    much faster on one thread than oversubscribed)."""
-
-    def __init__(self, n: int):
-        self.n, self.old = n, torch.get_num_threads()
-
-    def __enter__(self):
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.old)
-
-
 def _load(cfg):
     if cfg["dataset"] == "digits":
         return load_digits()
@@ -170,17 +156,16 @@ def _fmt(lam: float) -> str:
     presets={
         "quick": {"dataset": "digits", "tasks": "labels", "shifts": None, "hidden": [64, 32],
                   "labels_per_class": [3], "strengths": [1e-2, 1.0], "steps": 80, "lr": 3e-3,
-                  "batch": 32, "threads": 1, "limit_test": None},
+                  "batch": 32, "limit_test": None},
         "full": {"dataset": "fashion_mnist", "tasks": "labels", "shifts": None,
                  "hidden": [256, 128], "labels_per_class": [5, 50],
                  "strengths": [1e-4, 1e-3, 1e-2, 1e-1], "steps": 300, "lr": 1e-3,
-                 "batch": 64, "threads": 1, "limit_test": 5000},
+                 "batch": 64, "limit_test": 5000},
     },
     default_seeds={"quick": 1, "full": 3},
 )
 def run_multitask(ctx):
-    with _threads(ctx.config.get("threads", 1)):
-        return _run(ctx)
+    return _run(ctx)
 
 
 def _run(ctx):

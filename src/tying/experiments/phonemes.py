@@ -92,12 +92,7 @@ def _fit_hmmlearn(feats, words, lexicon, n_iter, var_floor=0.01):
 def run(ctx):
     require_espeak("The phonemes experiment")
     cfg = ctx.config
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the 2 cores are shared; one thread per run is the fastest here
-    try:
-        return _run(ctx, cfg)
-    finally:
-        torch.set_num_threads(threads)
+    return _run(ctx, cfg)
 
 
 def _run(ctx, cfg):

@@ -181,7 +181,8 @@ def _load(cfg) -> dict[str, Split]:
                   "dc_retrain_epochs": 2, "threads": 1, "kmeans_bits": [3, 5], "hashed": [1 / 8],
                   "finetune_epochs": 2, "finetune_lr": 3e-4,
                   "hashed_epochs": 6},
-        "full": {"data": "fashion-mnist", "limit_train": 10000, "models": ["lenet300"],
+        "full": {"data": "fashion-mnist", "limit_train": 10000,
+                 "models": ["lenet300", "lenet5caffe"],
                  "batch_size": 128, "pretrain_epochs": 10, "lr": 1e-3, "retrain_epochs": 5,
                  "retrain_lr": 5e-4, "components": 17,
                  "sws": [[0.1, 0.7], [0.3, 0.8], [0.3, 0.9]],  # (τ, π₀): the curve
@@ -332,7 +333,13 @@ def _run_sws(ctx: Context):
                   "ratio_file: float32 dense bytes / our file's bytes, biases counted)", rows)
     _claims(res, cfg, metrics, rows)
     _plots(ctx, res, curves, hist)
-    res.notes.append(f"data: {cfg['data']}; models: {cfg['models']}; epochs: pretrain "
+    res.notes.append(f"data: {cfg['data']} (training images limited to "
+                     f"{cfg.get('limit_train') or 'all'}); models: {cfg['models']}; seeds: "
+                     f"{len(ctx.seeds)} — reduced to fit ≤ 20 min on a shared, loaded 2-core "
+                     f"machine"
+                     + ("; 'lenet5caffe' is supported by the code but not in this run. "
+                        if "lenet5caffe" not in cfg["models"] else ". ")
+                     + "Epochs: pretrain "
                      f"{cfg['pretrain_epochs']}, retrain {cfg['retrain_epochs']}, DC retrain "
                      f"{cfg['dc_retrain_epochs']}, hashed {cfg['hashed_epochs']}; "
                      f"{time.perf_counter() - t0:.0f} s on a shared 2-core machine.")
