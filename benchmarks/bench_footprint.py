@@ -50,7 +50,7 @@ def main() -> None:
         "rows": rows, "worst_disk_ratio": worst_disk, "worst_rss_ratio": worst_rss,
         "disk_goal_met": worst_disk <= GOAL, "rss_goal_met": worst_rss <= GOAL,
         "note": "ratios to unique parameter+buffer bytes; RSS measured in a fresh process per "
-                "model (meta build, to_empty, retie, tying.load) with "
+                "model (meta build, tying.materialize, tying.load) with "
                 "MALLOC_MMAP_THRESHOLD_=16384"})
     print(f"wrote {path}")
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import statistics
 import time
 import warnings
@@ -31,22 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import machine
 from tying.speech.hmm import PhoneHMMs
 from tying.speech.lexicon import Lexicon
 from tying.speech.recognize import from_hmmlearn
 
 N_WORDS, N_STATES, DIM, N_UTT, T = 20, 9, 39, 500, 60
 GOAL = 30.0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_models(rng):
@@ -177,10 +166,7 @@ def main():
           f"{np.abs(ref_hist - ours_hist).max():.2e}; final {final_ref:.6f} vs {final_ours:.6f}")
     result = {
         "benchmark": "bench_hmm",
-        "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "numpy": np.__version__, "hmmlearn": __import__("hmmlearn").__version__,
-                    "python": platform.python_version(), "load_avg_1min": os.getloadavg()[0]},
+        "machine": {**machine(), "hmmlearn": __import__("hmmlearn").__version__},
         "setup": {"word_models": N_WORDS, "states": N_STATES, "dim": DIM, "utterances": N_UTT,
                   "frames": T, "rounds": args.rounds},
         "scoring": {"hmmlearn_s": t_ref, "tying_float64_s": t64, "tying_float32_s": t32,

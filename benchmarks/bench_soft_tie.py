@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -27,17 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common import machine
 from tying.soft import SoftTie
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def deep_mlp() -> nn.Module:
@@ -220,10 +209,7 @@ def main() -> None:
               f"(target {g['target']})")
     out = {"benchmark": "bench_soft_tie", "large": large, "many_small": small,
            "lenet5_step": train, "goals": goals,
-           "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(),
-                       "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                       "python": platform.python_version(),
-                       "load_average_1min": os.getloadavg()[0]},
+           "machine": machine(),
            "method": f"interleaved rounds ({args.rounds}), median seconds per call, clock "
                      f"{args.clock} ({'thread CPU time' if args.clock == 'cpu' else 'wall'}); "
                      "penalty cases time forward + backward with grads reset to None; "

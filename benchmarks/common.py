@@ -24,19 +24,22 @@ def machine() -> dict:
 
 
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 15,
-                min_time: float = 0.2) -> dict[str, float]:
+                min_time: float = 0.2, clock: str = "wall") -> dict[str, float]:
     """Median seconds per call of each function, measured in interleaved rounds.
 
     Each round times every function once (order rotated each round) over enough calls to
     last ``min_time``; the median over rounds resists the bursts of a shared machine.
+    ``clock="cpu"`` measures this thread's CPU time instead of wall time: with one torch
+    thread it ignores the time other processes hold the core.
     """
+    now = time.thread_time if clock == "cpu" else time.perf_counter
     names = list(fns)
     for f in fns.values():  # warm-up (allocations, lazy init, compilation)
         f()
     calls = {}
     for name, f in fns.items():
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < min_time / 4:
+        n, start = 0, now()
+        while now() - start < min_time / 4:
             f()
             n += 1
         calls[name] = max(1, n * 4)
@@ -45,10 +48,10 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 15,
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             f = fns[name]
-            start = time.perf_counter()
+            start = now()
             for _ in range(calls[name]):
                 f()
-            samples[name].append((time.perf_counter() - start) / calls[name])
+            samples[name].append((now() - start) / calls[name])
     return {n: statistics.median(s) for n, s in samples.items()}
 
 

@@ -354,3 +354,14 @@ def test_untie_refuses_a_source_alone_but_unties_a_whole_glob():
     assert sorted(tying.untie(m, "*.weight")) == ["0.weight", "1.weight", "2.weight"]
     assert len({id(p) for p in m.parameters()}) == 3
     assert tying.ties(m) == [] and tying.hard.records(m) == {}
+
+
+def test_materialize_allocates_each_shared_tensor_once():
+    from tying.materialize import _allocate
+
+    with torch.device("meta"):
+        enc = SharedEncoder(d_model=16, n_layers=6, n_unique=1, n_heads=2, vocab=10)
+    _allocate(enc, "cpu")
+    assert tying.retie(enc) == 0  # nothing was split: no name got its own copy
+    ptrs = {p.data_ptr() for _, p in enc.named_parameters(remove_duplicate=False)}
+    assert len(ptrs) == len(list(enc.parameters()))

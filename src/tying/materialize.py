@@ -21,25 +21,47 @@ from .hard import retie, verify
 __all__ = ["materialize"]
 
 
+def _allocate(model: nn.Module, device: str | torch.device) -> None:
+    """Give every unique Parameter and buffer uninitialized storage on ``device``, once.
+
+    Unlike ``Module.to_empty``, which allocates one tensor per name (a tie's every copy, and
+    so the whole *virtual* model at peak), each shared object is allocated once and assigned
+    to all the names that hold it: ties stay ties and peak memory is the unique size.
+    """
+    new: dict[int, torch.Tensor] = {}
+    keep = []  # the old objects stay alive until the end, so no id() is reused meanwhile
+    for module in model.modules():
+        for slots, is_param in ((module._parameters, True), (module._buffers, False)):
+            for name, old in list(slots.items()):
+                if old is None:
+                    continue
+                if id(old) not in new:
+                    keep.append(old)
+                    fresh = torch.empty_like(old, device=device)
+                    new[id(old)] = nn.Parameter(fresh, old.requires_grad) if is_param else fresh
+                slots[name] = new[id(old)]
+
+
 def materialize(model: nn.Module, device: str | torch.device = "cpu", *,
                 init: Callable[[nn.Module], None] | None = None) -> nn.Module:
-    """Allocate a meta-device model on ``device``, initialize it, and re-establish its ties.
+    """Allocate a meta-device model on ``device``, initialize it, and check its ties.
 
     ``Module.to_empty`` replaces every Parameter one name at a time, which silently turns each
-    tie into two tensors; this function re-ties them from the record and verifies the result.
+    tie into separate tensors (and allocates the whole virtual model); this allocates each
+    unique tensor once, keeps the ties, re-ties anything recorded but broken, and verifies.
 
     Args:
         model: a model built under ``torch.device("meta")`` (or any model: all values are
             re-initialized).
         device: where to allocate.
-        init: called as ``init(model)`` to fill values; default: ``reset_parameters()`` of every
-            module that has one, descendants before ancestors. A tie's target takes its
-            source's values.
+        init: called as ``init(model)`` to fill values (``lambda m: None`` when a checkpoint
+            will be loaded next); default: ``reset_parameters()`` of every module that has one,
+            descendants before ancestors. A tie's target takes its source's values.
 
     Returns:
         ``model``, in place.
     """
-    model.to_empty(device=device)
+    _allocate(model, device)
     with torch.no_grad():
         if init is not None:
             init(model)

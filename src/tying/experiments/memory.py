@@ -4,9 +4,9 @@ A GPT-style language model with tied input/output embeddings (vs. untied), and a
 transformer encoder that shares one layer (ALBERT) or 3 unique layers in Takase & Kiyono's
 sequence / cycle / cycle_rev orders (vs. 12 unique layers). For each: unique vs. virtual
 parameters; bytes on disk for `tying.save`, `torch.save(state_dict)` and
-`safetensors.torch.save_model`; resident memory of the model loaded in a fresh process (built on
-the meta device, materialized, loaded with `tying.load`); and the training-step time tied vs.
-untied, interleaved, median of repeats.
+`safetensors.torch.save_model`; resident memory of the model loaded in a fresh process
+(built on the meta device, allocated by `tying.materialize`, loaded with `tying.load`); and
+the training-step time tied vs. untied, interleaved, median of repeats.
 """
 
 from __future__ import annotations
@@ -101,8 +101,7 @@ spec = json.loads(sys.argv[1])
 with torch.device("meta"):
     model = build_model(spec["kind"], spec["kwargs"])
 before = rss()
-model.to_empty(device="cpu")
-tying.retie(model)
+tying.materialize(model, "cpu", init=lambda m: None)
 tying.load(model, spec["path"])
 print(json.dumps(rss() - before))
 """
@@ -110,8 +109,8 @@ print(json.dumps(rss() - before))
 
 def loaded_rss_bytes(kind: str, kwargs: dict[str, Any], path: Path) -> int:
     """Resident bytes a fresh process gains by materializing the model (built on the meta
-    device) and loading ``path`` with `tying.load`. One process per model: memory freed by one
-    model and reused by the next would hide bytes."""
+    device, allocated by `tying.materialize`) and loading ``path`` with `tying.load`. One
+    process per model: memory freed by one model and reused by the next would hide bytes."""
     payload = json.dumps({"kind": kind, "kwargs": kwargs, "path": str(path)})
     # glibc serves blocks >= 16 KiB from fresh mmaps, so memory freed earlier in the process
     # (imports, warm-up) cannot be reused unseen and the difference counts every tensor byte.
@@ -272,7 +271,8 @@ def run(ctx: Context):
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ctx.save_plot(res, fig, "footprint.png")
     res.notes.append("RSS is measured in a fresh process: the model is built on the meta "
-                     "device, materialized with to_empty + retie, and loaded with tying.load; "
+                     "device, materialized with tying.materialize (each unique tensor "
+                     "allocated once) and loaded with tying.load; "
                      "the difference of resident pages before and after is reported "
                      "(with MALLOC_MMAP_THRESHOLD_=16384, so that freed heap memory cannot "
                      "hide new tensors).")
