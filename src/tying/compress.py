@@ -42,7 +42,6 @@ import json
 import math
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import atomic_write_bytes
 from .mixture import MixturePrior, kmeans_1d, select_parameters
 
 __all__ = ["Compressed", "CompressionStats", "compress", "kmeans_quantize_",
@@ -254,19 +254,7 @@ class Compressed:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the file atomically (temporary file in the same directory, then rename)."""
-        path = Path(path)
-        data = self.to_bytes()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write_bytes(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, max_params: int = MAX_PARAMS) -> Compressed:

@@ -87,16 +87,10 @@ class _MixtureNLL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, w, mu, log_lambda, log_pi, chunk_size: int):
-        # Each chunk's ops are small: waking intra-op threads for each of them costs more than
-        # it saves (badly so on a loaded machine), so the loop runs on one thread.
-        threads = torch.get_num_threads()
-        if threads > 1:
-            torch.set_num_threads(1)
-        try:
-            return _MixtureNLL._forward(ctx, w, mu, log_lambda, log_pi, chunk_size)
-        finally:
-            if threads > 1:
-                torch.set_num_threads(threads)
+        # The chunks' ops are small; on a loaded machine they run best on one intra-op thread.
+        # That is the caller's choice (the experiment runner uses one thread), not a global
+        # that a library should flip behind the user's back.
+        return _MixtureNLL._forward(ctx, w, mu, log_lambda, log_pi, chunk_size)
 
     @staticmethod
     def _forward(ctx, w, mu, log_lambda, log_pi, chunk_size: int):
@@ -358,13 +352,8 @@ class MixturePrior(nn.Module):
         μ_j = Σ_i r_ij w_i / Σ_i r_ij (the zero component stays at 0); π_j ∝ Σ_i r_ij for the
         free components (π₀ stays fixed). An alternative to learning rates for θ.
         """
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # many small chunked ops (see _MixtureNLL.forward)
-        try:
-            with torch.no_grad():
-                self._em_step(update_means, update_precisions, update_mixing)
-        finally:
-            torch.set_num_threads(threads)
+        with torch.no_grad():
+            self._em_step(update_means, update_precisions, update_mixing)
         return self
 
     def _em_step(self, update_means, update_precisions, update_mixing) -> None:

@@ -57,20 +57,46 @@ def summary_markdown(directory: str | Path, link_prefix: str = "") -> str:
     return "\n".join(lines)
 
 
+def _bench_facts(data: dict) -> tuple[list[bool], list[str]]:
+    """The goal verdicts and headline numbers of a benchmark JSON, whatever its layout: a
+    ``goals`` list of {goal, measured, met}, ``rows`` with ``meets_goal``, or top-level
+    ``*goal(s)_met`` booleans with ``*ratio*`` / ``*speedup*`` numbers (one level deep)."""
+    goals = data.get("goals")
+    if isinstance(goals, list) and goals:
+        return ([bool(g.get("met")) for g in goals],
+                [f"{g.get('goal', '?')}: {g.get('measured', float('nan')):.3g}" for g in goals])
+    rows = data.get("rows")
+    if isinstance(rows, list) and rows and all("meets_goal" in r for r in rows):
+        misses = [r for r in rows if not r["meets_goal"]]
+        return [bool(r["meets_goal"]) for r in rows], [
+            f"{len(rows) - len(misses)} of {len(rows)} comparisons meet their goal"]
+    met, numbers = [], []
+    for key, value in data.items():
+        items = value.items() if isinstance(value, dict) else [(key, value)]
+        for k, v in items:
+            if isinstance(v, bool) and (k.endswith(("goal_met", "goals_met"))
+                                        or k.startswith("met")):
+                met.append(v)
+            elif isinstance(v, float) and ("ratio" in k or "speedup" in k):
+                numbers.append(f"{k.replace('_', ' ')} {v:.3g}")
+    return met, numbers
+
+
 def benchmarks_markdown(directory: str | Path, link_prefix: str = "") -> str:
-    """A table of every benchmarks/results/*.json: its goal, whether it was met, its ratios."""
-    rows = ["| benchmark | goal | met | measured | machine |", "|---|---|---|---|---|"]
+    """A table of every benchmarks/results/*.json: its goal, how many goals were met, the
+    measured ratios and the machine."""
+    rows = ["| benchmark | goal | goals met | measured | machine |", "|---|---|---|---|---|"]
     for path in sorted(Path(directory).glob("*.json")):
         data = json.loads(path.read_text())
-        met = [v for k, v in data.items() if k.endswith("goal_met") and isinstance(v, bool)]
-        numbers = ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in data.items()
-                            if isinstance(v, float) and "ratio" in k)
+        met, numbers = _bench_facts(data)
+        goal = data.get("goal", "")
+        goal = goal if isinstance(goal, str) else ""
         m = data.get("machine", {})
+        verdict = f"{sum(met)} of {len(met)}" if met else "—"
         rows.append(f"| [{data.get('benchmark', path.stem)}]({link_prefix}{path.name}) | "
-                    f"{_cell(data.get('goal', ''))} | "
-                    f"{'yes' if met and all(met) else '**no**' if met else '—'} | "
-                    f"{_cell(numbers)} | {_cell(m.get('cpu', '?'))}, "
-                    f"{m.get('cpu_count', '?')} cores, torch {m.get('torch', '?')} |")
+                    f"{_cell(goal)} | {verdict} | {_cell('; '.join(numbers))} | "
+                    f"{_cell(m.get('cpu', '?'))}, {m.get('cpu_count', '?')} cores, "
+                    f"torch {m.get('torch', '?')} |")
     return "\n".join(rows)
 
 

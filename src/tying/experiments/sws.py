@@ -178,7 +178,7 @@ def _load(cfg) -> dict[str, Split]:
                   "pretrain_epochs": 6, "lr": 3e-3, "retrain_epochs": 6, "retrain_lr": 1e-3,
                   "components": 17, "sws": [[0.1, 0.9]], "warmup": 0.3,
                   "sigma_end": 0.01, "em_every": 20, "dc_sparsity_scale": [1.0],
-                  "dc_retrain_epochs": 2, "threads": 1, "kmeans_bits": [3, 5], "hashed": [1 / 8],
+                  "dc_retrain_epochs": 2, "kmeans_bits": [3, 5], "hashed": [1 / 8],
                   "finetune_epochs": 2, "finetune_lr": 3e-4,
                   "hashed_epochs": 6},
         "full": {"data": "fashion-mnist", "limit_train": 10000,
@@ -187,20 +187,14 @@ def _load(cfg) -> dict[str, Split]:
                  "retrain_lr": 5e-4, "components": 17,
                  "sws": [[0.1, 0.7], [0.3, 0.8], [0.3, 0.9]],  # (τ, π₀): the curve
                  "warmup": 0.3, "sigma_end": 0.003, "em_every": 40, "dc_sparsity_scale": [1.0],
-                 "dc_retrain_epochs": 2, "threads": 1, "kmeans_bits": [2, 3, 5],
+                 "dc_retrain_epochs": 2, "kmeans_bits": [2, 3, 5],
                  "hashed": [1 / 8, 1 / 64], "hashed_epochs": 6, "finetune_epochs": 2,
                  "finetune_lr": 3e-4},
     },
     default_seeds={"quick": 1, "full": 1},
 )
 def run_sws(ctx: Context):
-    # small tensors on a shared 2-core machine: one intra-op thread is faster (restored after)
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(ctx.config.get("threads", before)))
-    try:
-        return _run_sws(ctx)
-    finally:
-        torch.set_num_threads(before)
+    return _run_sws(ctx)  # the runner sets the thread count (one by default)
 
 
 def _run_sws(ctx: Context):
