@@ -93,3 +93,19 @@ def test_update_readme_replaces_only_the_generated_block(tmp_path):
     assert "hand-typed" not in text and "0.85 ± 0.05" in text
     assert "(results/x/report.md)" in text and text.startswith("intro") and "outro" in text
     assert update_readme(readme, tmp_path / "results") is False
+
+
+def test_run_all_skips_an_experiment_whose_system_package_is_missing(tmp_path, monkeypatch,
+                                                                      capsys):
+    import tying.experiments.bdg as bdg
+    from tying.errors import SystemPackageMissing
+    from tying.experiments import run_all
+
+    def missing(what="x"):
+        raise SystemPackageMissing("espeak-ng", what)
+
+    monkeypatch.setattr(bdg, "require_espeak", missing)
+    results, skipped = run_all("quick", out=tmp_path, names=["bdg"])
+    assert results == []
+    assert skipped[0][0] == "bdg" and "apt-get install espeak-ng" in skipped[0][1]
+    assert "skipped" in capsys.readouterr().err
