@@ -5,19 +5,9 @@ import random
 
 import numpy as np
 import pytest
-import torch
 
 from tying.data import load_mnist1d
 from tying.experiments import get_experiment, run_experiment
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models on a shared 2-core machine: one thread avoids spin-wait oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_mnist1d_is_generated_never_downloaded(monkeypatch):

@@ -134,10 +134,6 @@ def _fmt_l(lam: float) -> str:
     default_seeds={"quick": 1, "full": 3},
 )
 def run_domains(ctx):
-    return _run_domains(ctx)
-
-
-def _run_domains(ctx):
     cfg = ctx.config
     res = ctx.result()
     full = _load(cfg)

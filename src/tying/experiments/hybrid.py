@@ -104,10 +104,6 @@ def _label(lam: float | None) -> str:
     default_seeds={"quick": 1, "full": 3},
 )
 def run_hybrid(ctx):
-    return _run_hybrid(ctx)
-
-
-def _run_hybrid(ctx):
     cfg = ctx.config
     res = ctx.result()
     data = (load_digits() if cfg["dataset"] == "digits" else

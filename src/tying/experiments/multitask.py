@@ -165,10 +165,6 @@ def _fmt(lam: float) -> str:
     default_seeds={"quick": 1, "full": 3},
 )
 def run_multitask(ctx):
-    return _run(ctx)
-
-
-def _run(ctx):
     cfg = ctx.config
     res = ctx.result()
     split = _load(cfg)

@@ -194,10 +194,6 @@ def _load(cfg) -> dict[str, Split]:
     default_seeds={"quick": 1, "full": 1},
 )
 def run_sws(ctx: Context):
-    return _run_sws(ctx)  # the runner sets the thread count (one by default)
-
-
-def _run_sws(ctx: Context):
     cfg = ctx.config
     res = ctx.result()
     splits = _load(cfg)
