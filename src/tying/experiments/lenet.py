@@ -71,7 +71,7 @@ def _pad_split(split: Split, size: int) -> Split:
     presets={
         "quick": {"data": "digits", "upsample": 2, "per_class": 40, "epochs": 3,
                   "batch_size": 50, "lr": 3e-3, "weight_decay": 1e-4, "shifts": [0, 1, 2, 3, 4]},
-        "full": {"data": "fashion-mnist", "limit_train": 12000, "limit_test": 5000, "epochs": 3,
+        "full": {"data": "fashion-mnist", "limit_train": 30000, "limit_test": 5000, "epochs": 5,
                  "batch_size": 128, "lr": 2e-3, "weight_decay": 1e-4,
                  "shifts": [0, 1, 2, 3, 4]},
     },

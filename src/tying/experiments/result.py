@@ -112,9 +112,11 @@ class Result:
         lines = [f"# {self.experiment}", ""]
         if self.description:
             lines += [self.description, ""]
+        threads = self.environment.get("torch_threads", 1)
+        flag = f" --threads {threads}" if threads != 1 else ""
         lines += [f"Preset `{self.preset}`, seeds {self.seeds}, {self.seconds:.1f} s. "
                   f"Reproduce: `tying run {self.experiment} --preset {self.preset} "
-                  f"--seeds {len(self.seeds)}`.", ""]
+                  f"--seeds {len(self.seeds)}{flag}`.", ""]
         if self.claims:
             lines += ["## Claims", "", "| claim | holds | evidence |", "|---|---|---|"]
             for c in self.claims:
