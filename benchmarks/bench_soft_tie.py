@@ -17,15 +17,15 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common import interleaved as common_interleaved
 from common import machine
+from tying.models import LeNet5
 from tying.soft import SoftTie
 
 
@@ -41,47 +41,20 @@ def many_small() -> nn.Module:
 
 
 def lenet5() -> nn.Module:
-    try:
-        from tying.models import LeNet5
-
-        return LeNet5(output="linear")
-    except (ImportError, TypeError):
-        return nn.Sequential(nn.Conv2d(1, 6, 5), nn.Tanh(), nn.AvgPool2d(2), nn.Conv2d(6, 16, 5),
-                             nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(400, 120),
-                             nn.Tanh(), nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, 10))
+    return LeNet5(output="linear")
 
 
-CLOCK = time.thread_time
+CLOCK = "cpu"  # set from --clock in main()
 
 
-def interleaved(fns: dict, rounds: int, target_s: float = 0.02) -> dict[str, float]:
-    """Median seconds per call of each fn; the fns take turns every round (rotating order).
+def interleaved(fns: dict, rounds: int) -> dict[str, float]:
+    """Median seconds per call of each fn, the fns taking turns every round (common.interleaved).
 
     The clock is this thread's CPU time by default (``--clock cpu``): with one torch thread all
     the work runs here, and on a shared, oversubscribed machine wall time mostly measures the
-    wait for a core. ``--clock wall`` uses ``time.perf_counter``.
+    wait for a core.
     """
-    for fn in fns.values():     # warm up and choose the block size
-        fn()
-    reps = {}
-    for name, fn in fns.items():
-        t = CLOCK()
-        n = 0
-        while CLOCK() - t < target_s or n < 3:
-            fn()
-            n += 1
-        reps[name] = n
-    times = {k: [] for k in fns}
-    names = list(fns)
-    for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            fn = fns[name]
-            t = CLOCK()
-            for _ in range(reps[name]):
-                fn()
-            times[name].append((CLOCK() - t) / reps[name])
-    return {k: statistics.median(v) for k, v in times.items()}
+    return common_interleaved(fns, rounds=rounds, min_time=0.02, clock=CLOCK)
 
 
 def penalty_case(model: nn.Module, rounds: int) -> dict:
@@ -175,7 +148,7 @@ def main() -> None:
                                           "bench_soft_tie.json"))
     args = ap.parse_args()
     global CLOCK
-    CLOCK = time.thread_time if args.clock == "cpu" else time.perf_counter
+    CLOCK = args.clock
     if args.clock == "cpu" and args.threads != 1:
         ap.error("--clock cpu measures one thread: use --threads 1 (or --clock wall)")
     torch.set_num_threads(args.threads)
