@@ -1,6 +1,7 @@
 """Benchmark `tying.nn.TimeDelay` / `LocallyConnected*` against their peers (forward + backward).
 
-Four comparisons from issue 4, every pair timed in the same run, interleaved, medians:
+Four comparisons from issue 4, every pair timed in the same run: interleaved rounds, medians,
+thread CPU time with one torch thread (robust to the other processes of a shared machine):
 
 1. full-rate TimeDelay vs. torch.nn.Conv1d, same shapes and weights — goal: ratio ≤ 1.1;
 2. TimeDelay(stride=r) vs. computing every frame and dropping — goal: speed-up ≥ 0.8·r;
@@ -17,42 +18,38 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from common import machine
+from common import interleaved, machine
 from tying.nn import LocallyConnected1d, LocallyConnected2d, TimeDelay
 
 
-def step(fn, inputs, params):
-    """One forward + backward; returns seconds."""
-    for p in params:
-        p.grad = None
-    for x in inputs:
-        x.grad = None
-    t0 = time.perf_counter()
-    out = fn()
-    out.backward(torch.ones_like(out))
-    return time.perf_counter() - t0
+def fwd_bwd(fn, inputs, params):
+    """One forward + backward of ``fn`` (gradients reset first, as a training step does)."""
+    def run():
+        for t in (*params, *inputs):
+            t.grad = None
+        out = fn()
+        out.backward(torch.ones_like(out))
+    return run
 
 
-def compare(variants: dict, inputs, params, reps: int, warmup: int = 2) -> dict[str, float]:
-    """Interleaved timing: each round runs every variant once; the median per variant."""
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(warmup):
-        for fn in variants.values():
-            step(fn, inputs, params)
-    for _ in range(reps):
-        for name, fn in variants.items():
-            times[name].append(step(fn, inputs, params))
-    return {k: statistics.median(v) for k, v in times.items()}
+def compare(variants: dict, inputs, params, rounds: int) -> dict[str, float]:
+    """Median seconds of forward + backward per variant: interleaved rounds, thread CPU time
+    (one torch thread, so other processes on the shared machine do not count)."""
+    return interleaved({k: fwd_bwd(f, inputs, params) for k, f in variants.items()},
+                       rounds=rounds, min_time=0.15, clock="cpu")
 
 
 def splice_unfold(x, weight, bias, context):
-    """The unfold/splice TDNN (Kaldi's Splice + Linear): gather frames, concatenate, one matmul."""
+    """The unfold/splice TDNN (Kaldi's Splice + Linear): gather frames, concatenate, one matmul.
+
+    The straightforward PyTorch rendering: ``unfold`` the window, index the context taps,
+    flatten (B, T_out, C·K), one GEMM, bias. Same multiply-adds as `TimeDelay` (only the K taps).
+    """
     span = context[-1] - context[0]
     idx = [o - context[0] for o in context]
     frames = x.unfold(2, span + 1, 1)[..., idx]  # (B, C, T_out, K)
@@ -88,7 +85,7 @@ def naive_local2d(x, lc):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
-    parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--reps", type=int, default=None, help="interleaved rounds (median)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared, loaded machine two "
                              "spinning threads per process distort every timing)")
@@ -97,7 +94,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    reps = args.reps or (3 if args.quick else 7)
+    reps = args.reps or (3 if args.quick else 9)
+    start = time.perf_counter()
     b, t = (8, 100) if args.quick else (32, 300)
     chans = [(40, 128), (128, 256)] if args.quick else [(40, 256), (256, 256), (512, 512)]
     # 512 → 512 at B=32 costs ~15 s per forward + backward on one slow core: use B=8 there.
@@ -184,7 +182,9 @@ def main() -> None:
     record("LocallyConnected2d vs loop", f"B{b} 6->16 14x14 k5", "> 1x", sp, sp > 1.0, r)
 
     result = {"benchmark": "bench_time_delay", "machine": machine(), "repeats": reps,
-              "timing": "forward + backward, interleaved rounds, median per variant",
+              "timing": "forward + backward (gradients of input, weight and bias), interleaved "
+                        "rounds, median per variant, thread CPU time (1 torch thread)",
+              "seconds": round(time.perf_counter() - start, 1),
               "quick": args.quick, "rows": rows,
               "all_goals_met": all(r["meets_goal"] for r in rows)}
     out = Path(args.out)

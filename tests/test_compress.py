@@ -218,3 +218,20 @@ def test_docstring_examples_run():
     module = importlib.import_module("tying.compress")  # tying.compress is also a function
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_compress_with_one_mixture_per_layer():
+    net = _model()
+    priors = [tying.MixturePrior(net, 4, include=n, init="kmeans", pi_zero=0.5)
+              for n in ("0.weight", "2.weight")]
+    packed = tying.compress(net, priors)
+    sd = packed.state_dict()
+    for pr, n in zip(priors, ("0.weight", "2.weight"), strict=True):
+        mu = pr.merged()[0].float()
+        # every value of a layer comes from that layer's own mixture
+        assert all(torch.isclose(mu, v).any() for v in sd[n].unique())
+    assert packed.stats.n_quantized == 4 * 9 + 10 * 144
+    with pytest.raises(ValueError, match="two of the priors"):
+        tying.compress(net, [priors[0], tying.MixturePrior(net, 3, include="0.weight")])
+    with pytest.raises(TypeError, match="sequence"):
+        tying.compress(net, [])

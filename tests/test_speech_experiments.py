@@ -57,3 +57,13 @@ def test_end_to_end_unseen_word_gets_a_model(tmp_path):
     assert scores.shape == (len(utts), 3) and np.isfinite(scores).all()
     seen_pred = model.predict([feats[i] for i in train], lex, ["cat", "tack"])
     assert np.mean([p == utts[i].text for p, i in zip(seen_pred, train)]) >= 0.75
+
+
+def test_split_variants_is_disjoint_and_deterministic():
+    train, test = bdg.split_variants(73, 25)
+    assert len(train) == 73 and len(test) == 25 and not set(train) & set(test)
+    assert set(train) | set(test) <= set(bdg.VARIANT_POOL)
+    assert not set(bdg.WHISPERED) & set(bdg.VARIANT_POOL)
+    assert bdg.split_variants(73, 25) == (train, test)
+    with pytest.raises(ValueError, match="n_train"):
+        bdg.split_variants(len(bdg.VARIANT_POOL), 1)

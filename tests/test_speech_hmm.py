@@ -179,3 +179,69 @@ def test_bad_input_errors():
         PhoneHMMs().score(feats, lex)
     with pytest.raises(ValueError, match="same length"):
         PhoneHMMs().fit(feats, words[:1], lex)
+
+
+def _log_space_scores(model, feats, lex, words):
+    """The reference: full (B, T, K, N) emissions and the log-space `forward_l2r`."""
+    table, counts = model.word_states(lex, words)
+    stay, nxt = model._transitions(table, counts)
+    x, lengths = pad_features(feats, dtype=model.dtype)
+    safe = table.clamp(max=model.means_.shape[0] - 1).flatten()
+    frame = model._frame_logb(x).index_select(2, safe)
+    log_b = frame.view(*frame.shape[:2], *table.shape)
+    return forward_l2r(log_b, stay, nxt, lengths, counts - 1, end=model.end).double().numpy()
+
+
+@pytest.mark.parametrize("end", ["final", "any"])
+def test_streaming_score_equals_forward_l2r(end):
+    """score() streams emissions over time into an in-place recursion; it must equal
+    `forward_l2r` on the full emission block: shared states, mixtures, ragged lengths, frames
+    ~1000 nats from some models, words longer than the utterance."""
+    rng = np.random.default_rng(7)
+    lex = Lexicon({w: tuple(w) for w in ("ab", "bc", "ca", "abc", "cab", "abcabc")},
+                  silence=False)
+    feats, words = _toy(rng, ["ab", "bc", "ca"])
+    model = PhoneHMMs(n_mix=2, n_iter=3, dtype=torch.float64, end=end).fit(feats, words, lex)
+    test, _ = _toy(rng, ["abc", "cab", "ab", "bc"], n=2)
+    test = [f[: len(f) - i % 4] for i, f in enumerate(test)]                # ragged
+    # Frames ~1000 nats from every state of some models (a scaled forward would underflow),
+    # and "abcabc" (18 states) is longer than the utterances under 18 frames (-inf).
+    test.append(np.r_[rng.normal(-3, 0.5, (6, 2)), np.full((6, 2), 60.0)])
+    vocab = list(lex)
+    ours = model.score(test, lex, vocab)
+    ref = _log_space_scores(model, test, lex, vocab)
+    short = np.array([len(f) < 18 for f in test])
+    assert short.sum() >= 3
+    if end == "final":                                    # "any" may stop mid-word
+        assert np.isneginf(ref[short, vocab.index("abcabc")]).all()
+    finite = np.isfinite(ref)
+    assert finite.sum() >= 4 * len(test)
+    np.testing.assert_array_equal(np.isfinite(ours), finite)
+    np.testing.assert_allclose(ours[finite], ref[finite], rtol=1e-9, atol=1e-6)
+    assert ours[-1, finite[-1]].max() < -1000                               # the far frames
+    m32 = PhoneHMMs(n_mix=2, n_iter=3, dtype=torch.float32, end=end).fit(feats, words, lex)
+    s32 = m32.score(test, lex, vocab)
+    np.testing.assert_allclose(s32[finite], _log_space_scores(m32, test, lex, vocab)[finite],
+                               rtol=1e-5)
+
+
+def test_gradient_training_raises_likelihood_and_recognizes_unseen_words():
+    """fit_gradient: Adam on the forward log-likelihood (autograd through the recursion)."""
+    rng = np.random.default_rng(8)
+    lex = Lexicon({w: tuple(w) for w in ("ab", "bc", "ca", "abc", "cab")}, silence=False)
+    feats, words = _toy(rng, ["ab", "bc", "ca"])
+    model = PhoneHMMs(n_mix=2, dtype=torch.float64, batch_size=6).fit_gradient(
+        feats, words, lex, epochs=15, lr=0.05)
+    hist = np.array(model.history_)
+    assert len(hist) == 15 and hist[-1] > hist[0] + 0.05, hist
+    # The objective is the forward log-likelihood that score() computes.
+    own = model.score(feats, lex, sorted(set(words)))
+    mean_ll = own[np.arange(len(words)), [sorted(set(words)).index(w) for w in words]].sum()
+    assert mean_ll / sum(len(f) for f in feats) > hist[-1] - 0.05
+    bw = PhoneHMMs(n_mix=2, n_iter=6, dtype=torch.float64).fit(feats, words, lex)
+    assert hist[-1] > bw.history_[1]              # past Baum-Welch's second iteration
+    assert not any(p.requires_grad for p in (model.means_, model.vars_, model.log_stay_))
+    test, truth = _toy(rng, ["abc", "cab", "ab"], n=3)
+    assert model.predict(test, lex) == truth
+    with pytest.raises(ValueError, match="epochs"):
+        PhoneHMMs().fit_gradient(feats, words, lex, epochs=0)

@@ -111,6 +111,51 @@ def test_gradcheck(kw):
     assert torch.autograd.gradcheck(fn, (x, w, b))
 
 
+def _forward_backward(layer, x, g_out):
+    x = x.detach().clone().requires_grad_()
+    layer.zero_grad(set_to_none=True)
+    out = layer(x)
+    (out * g_out).sum().backward()
+    grads = [x.grad] + [p.grad for p in layer.parameters()]
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("context,stride", [((-3, 0, 3), 1), ((-3, 0, 3), 2), ((-7, 2), 1),
+                                            ((-2, -1, 0), 3)])
+def test_spliced_gemm_and_conv_paths_agree(context, stride, bias):
+    """The two implementations (chosen by input width) give the same outputs and gradients."""
+    torch.manual_seed(4)
+    thin = TimeDelay(5, 6, context=context, stride=stride, bias=bias).double()
+    assert not thin._conv  # thin input with a gap or a stride: the spliced GEMM
+    x = torch.randn(3, 5, 31, dtype=torch.float64)
+    g_out = torch.randn(3, 6, thin.output_length(31), dtype=torch.float64)
+    out_gemm, grads_gemm = _forward_backward(thin, x, g_out)
+    thin._conv = True  # the same layer through F.conv1d and its autograd
+    out_conv, grads_conv = _forward_backward(thin, x, g_out)
+    torch.testing.assert_close(out_gemm, out_conv)
+    for a, b in zip(grads_gemm, grads_conv):
+        torch.testing.assert_close(a, b)
+    wide = TimeDelay(128, 2, context=context, stride=stride, bias=bias)
+    assert wide._conv  # 128+ input channels: one (dilated, strided) Conv1d call
+
+
+def test_uneven_context_gradients_match_autograd_of_the_seed_equation():
+    torch.manual_seed(5)
+    layer = TimeDelay(4, 3, context=(-9, 0, 1), stride=2, activation=None).double()
+    x = torch.randn(2, 4, 30, dtype=torch.float64)
+    g_out = torch.randn(2, 3, layer.output_length(30), dtype=torch.float64)
+    out, grads = _forward_backward(layer, x, g_out)
+    xr = x.clone().requires_grad_()
+    w = layer.weight.detach().clone().requires_grad_()
+    b = layer.bias.detach().clone().requires_grad_()
+    ref = seed_equation(xr, w, b, layer.context, 2)
+    (ref * g_out).sum().backward()
+    torch.testing.assert_close(out, ref.detach())
+    for a, r in zip(grads, (xr.grad, w.grad, b.grad)):
+        torch.testing.assert_close(a, r)
+
+
 def test_parameters_do_not_depend_on_length():
     layer = TimeDelay(8, 4, window=3)
     n = sum(p.numel() for p in layer.parameters())

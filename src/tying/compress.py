@@ -406,13 +406,14 @@ class Compressed:
 
 
 @torch.no_grad()
-def compress(model: nn.Module, prior: MixturePrior, *, kl_threshold: float = 1e-2
-             ) -> Compressed:
+def compress(model: nn.Module, prior: MixturePrior | Sequence[MixturePrior], *,
+             kl_threshold: float = 1e-2) -> Compressed:
     """Quantize the weights ``prior`` covers to its (merged) component means; prune zero.
 
     Args:
         model: the model the prior was built on (checked: same parameter objects).
-        prior: a trained `MixturePrior`.
+        prior: a trained `MixturePrior`, or several (one mixture per layer) covering disjoint
+            parameters.
         kl_threshold: components closer than this symmetric KL are merged first.
 
     Returns:
@@ -425,18 +426,30 @@ def compress(model: nn.Module, prior: MixturePrior, *, kl_threshold: float = 1e-
         >>> packed.stats.n_quantized
         256
     """
-    if not isinstance(prior, MixturePrior):
-        raise TypeError(f"prior must be a tying.MixturePrior, got {type(prior).__name__}")
-    prior.check_model(model)
-    mu, loglam, logpi = prior.merged(kl_threshold)
-    lam = loglam.exp()
-    covered = {n for n, _ in prior.named_targets()}
+    priors = [prior] if isinstance(prior, MixturePrior) else prior
+    if isinstance(priors, (str, bytes)) or not isinstance(priors, Sequence) or not priors \
+            or not all(isinstance(p, MixturePrior) for p in priors):
+        raise TypeError(f"prior must be a tying.MixturePrior or a non-empty sequence of them, "
+                        f"got {type(prior).__name__}")
+    owner: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    for pr in priors:
+        pr.check_model(model)
+        merged = pr.merged(kl_threshold)
+        for n, _ in pr.named_targets():
+            if n in owner:
+                raise ValueError(f"parameter {n!r} is covered by two of the priors; give each "
+                                 f"prior its own parameters (include=/exclude=)")
+            owner[n] = merged
     quant, raw = {}, {}
+    n_comp = 0
     for n, p in model.named_parameters():
         w = p.detach().to(torch.float32).cpu()
-        if n not in covered:
+        if n not in owner:
             raw[n] = w.clone()
             continue
+        mu, loglam, logpi = owner[n]
+        n_comp = max(n_comp, int(mu.numel()))
+        lam = loglam.exp()
         flat = w.reshape(-1).double()
         comp = torch.empty(flat.numel(), dtype=torch.int64)
         for a in range(0, flat.numel(), 1 << 15):
@@ -451,7 +464,8 @@ def compress(model: nn.Module, prior: MixturePrior, *, kl_threshold: float = 1e-
         index[values == 0] = 0
         quant[n] = _Quant(tuple(w.shape), codebook, index, _rel_bits_for(tuple(w.shape)))
     return Compressed(quant, raw, [n for n, _ in model.named_parameters()],
-                      {"method": "soft weight sharing", "components": int(mu.numel())})
+                      {"method": "soft weight sharing", "components": n_comp,
+                       "mixtures": len(priors)})
 
 
 # -------------------------------------------------------------------- Deep Compression pieces

@@ -17,12 +17,13 @@ set to the mean of its most responsible component (`tying.compress`).
 True
 
 How it is fast: ``prior()`` is one custom ``autograd.Function`` per covered tensor. Its forward
-walks the weights in chunks of ``chunk_size``; for each chunk it forms the (C, J) log-densities,
-the log-sum-exp and the responsibilities r_ij, and accumulates in closed form the gradients
-∂/∂w_i = Σ_j r_ij λ_j (w_i − μ_j), ∂/∂μ_j, ∂/∂log λ_j and ∂/∂log π_j. Nothing of size N×J is
-kept: memory is O(chunk_size·J + N), and the backward pass only scales the saved gradients.
-The naive version (autodiff through an N×J logsumexp, `naive_neg_log_likelihood`) is kept as
-the test oracle and the benchmark's peer.
+walks the weights in chunks of ``chunk_size`` and computes, in closed form and without a
+per-weight max, the value and all gradients (∂/∂w_i = Σ_j r_ij λ_j (w_i − μ_j), ∂/∂μ_j,
+∂/∂log λ_j, ∂/∂log π_j) in seven passes over each (J, C) block, two of them small matrix
+products (see `_fused_nll`). Nothing of size N×J is kept: memory is O(chunk_size·J + N), and
+the backward pass only scales the saved gradients. The naive version (autodiff through an N×J
+logsumexp, `naive_neg_log_likelihood`) is kept as the test oracle and the benchmark's peer;
+`benchmarks/bench_mixture_prior.py` measures both against a LeNet-5-Caffe training step.
 """
 
 from __future__ import annotations
@@ -94,39 +95,11 @@ class _MixtureNLL(torch.autograd.Function):
 
     @staticmethod
     def _forward(ctx, w, mu, log_lambda, log_pi, chunk_size: int):
-        lam = log_lambda.exp()
-        const = log_pi + 0.5 * log_lambda - 0.5 * _LOG_2PI                  # (J,)
-        flat = w.detach().reshape(-1)
         need = any(ctx.needs_input_grad[:4])
-        total = flat.new_zeros(())
-        gw = torch.empty_like(flat) if need else None
-        g_mu = torch.zeros_like(mu)
-        s_r = torch.zeros_like(mu)
-        s_rdd = torch.zeros_like(mu)
-        lam_c, const_c = lam.unsqueeze(1), const.unsqueeze(1)                # (J, 1)
-        mu_c = mu.unsqueeze(1)
-        # (J, C) layout: reductions over the components run across rows (vectorised), sums
-        # over the weights along rows (contiguous)
-        for a in range(0, flat.numel(), chunk_size):
-            wc = flat[a:a + chunk_size]
-            d = wc.unsqueeze(0) - mu_c                                       # (J, C)
-            logp = torch.addcmul(const_c, d * d, lam_c, value=-0.5)          # (J, C)
-            m = logp.amax(0)                                                 # (C,)
-            e = logp.sub_(m).exp_()                                          # (J, C)
-            s = e.sum(0)                                                     # (C,)
-            total -= (m + s.log()).sum()
-            if not need:
-                continue
-            r = e.div_(s)                                                    # responsibilities
-            s_r += r.sum(1)
-            rd = r.mul_(d)                                                   # r·d in place
-            g_mu -= rd.sum(1)
-            gw[a:a + chunk_size] = lam @ rd                                  # Σ_j λ r d
-            s_rdd += (rd.mul_(d)).sum(1)                                     # Σ_i r d²
+        gw, g_mu, g_loglam, g_logpi, total = _fused_nll(w.detach(), mu.detach(),
+                                                          log_lambda.detach(), log_pi.detach(),
+                                                          chunk_size, need)
         if need:
-            g_mu = g_mu * lam                                                # −λ Σ r d
-            g_loglam = -0.5 * s_r + 0.5 * lam * s_rdd                        # −Σ r (½ − ½λd²)
-            g_logpi = -s_r
             ctx.save_for_backward(gw.view_as(w), g_mu, g_loglam, g_logpi)
         return total
 
@@ -136,8 +109,101 @@ class _MixtureNLL(torch.autograd.Function):
         return gw * grad_out, g_mu * grad_out, g_loglam * grad_out, g_logpi * grad_out, None
 
 
+def _fused_nll(w, mu, log_lambda, log_pi, chunk_size: int, need_grad: bool):
+    """Value and closed-form gradients of −Σ_i log Σ_j π_j N(w_i | μ_j, 1/λ_j), chunked.
+
+    Per chunk of C weights, in a (J, C) layout, seven passes over J·C numbers (eager PyTorch;
+    measured on LeNet-5-Caffe's 430k weights: half the time of the previous max-subtracting
+    kernel, 10–30× less than autodiff through the N×J logsumexp; torch.compile of the same
+    chunk body measured no faster):
+
+    - z = s_j (w_i − μ_j) with s_j = √(λ_j / 2) and ℓ_ij = (c_j − M) − z² (two fused
+      multiply-adds), c_j = log π_j + ½ log λ_j − ½ log 2π, M = max_j c_j: ℓ ≤ 0, so no
+      per-weight max is needed for a stable exp;
+    - e = exp(max(ℓ, −80)) and s_i = Σ_j e_ij (exp of arguments below float32's range takes a
+      slow path, and terms below e^−80 cannot change the sum); the rare weights far from every
+      component (s_i < e^−30) are redone with their own max;
+    - s and the gradients as two small matrix products with 1/s_i folded in: with r = e / s,
+      ∂/∂w_i = Σ_j λ_j r_ij (w_i − μ_j) = w_i (λᵀr)_i − ((λμ)ᵀr)_i, and the per-component
+      sums Σ_i r_ij, Σ_i r_ij w_i, Σ_i r_ij w_i² (accumulated in float64) give ∂/∂μ_j,
+      ∂/∂log λ_j and ∂/∂log π_j.
+
+    Nothing of size N×J is kept: memory is O(C·J + N).
+    """
+    flat = w.reshape(-1)
+    n, j = flat.numel(), mu.numel()
+    dt = flat.dtype
+    f64 = dt == torch.float64
+    floor, bad_below = (-700.0, -650.0) if f64 else (-80.0, -30.0)
+    lam = log_lambda.exp()
+    const = log_pi + 0.5 * log_lambda - 0.5 * _LOG_2PI
+    big_m = const.max()
+    sc = (0.5 * lam).sqrt().unsqueeze(1)                                   # (J, 1)
+    mu_c = mu.unsqueeze(1)                                                 # (J, 1)
+    cm = (const - big_m).unsqueeze(1)                                      # (J, 1)
+    lmat = torch.stack([torch.ones_like(lam), lam, lam * mu])              # (3, J)
+    parts: list[torch.Tensor] = []                                         # (3, J) per chunk
+    logs_sums: list[torch.Tensor] = []
+    gw = torch.empty_like(flat) if need_grad else None
+    c = max(1, min(int(chunk_size), n))
+    zbuf = torch.empty(j, c, dtype=dt)
+    ebuf = torch.empty(j, c, dtype=dt)
+    fbuf = torch.empty(3, c, dtype=dt)
+    thresh = math.exp(bad_below)
+    for a in range(0, n, c):
+        wc = flat[a:a + c]
+        k = wc.numel()
+        z = torch.sub(wc, mu_c, out=zbuf[:, :k]).mul_(sc)                 # s (w − μ)
+        ell = torch.addcmul(cm, z, z, value=-1.0, out=ebuf[:, :k])         # ℓ = c − M − z²
+        e = ell.clamp_(min=floor).exp_()
+        g = lmat @ e if need_grad else None                                # (3, k): s, λᵀe, (λμ)ᵀe
+        s = g[0] if need_grad else e.sum(0)
+        if s.min().item() < thresh:
+            # far from every component: recompute these weights with their own max
+            bad = s < thresh
+            d = wc[bad] - mu_c
+            lb = torch.addcmul(const.unsqueeze(1), d * d, lam.unsqueeze(1), value=-0.5)
+            mb = lb.amax(0)
+            sb = (lb - mb).clamp_(min=floor).exp_()
+            e[:, bad] = sb
+            if need_grad:
+                g = lmat @ e
+                s = g[0]
+            else:
+                s = e.sum(0)
+            shift = torch.zeros_like(s)
+            shift[bad] = mb - big_m
+            logs_sums.append((s.log() + shift).sum(dtype=torch.float64))
+        else:
+            logs_sums.append(s.log().sum(dtype=torch.float64))
+        if not need_grad:
+            continue
+        f = fbuf[:, :k]
+        inv = torch.reciprocal(s, out=f[0])
+        iw = torch.mul(inv, wc, out=f[1])
+        torch.mul(iw, wc, out=f[2])
+        # Σ_j λ r (w − μ) = (w λᵀe − (λμ)ᵀe) / s, stored negated and flipped once at the end
+        torch.addcmul(g[2], wc, g[1], value=-1.0, out=gw[a:a + k]).mul_(inv)
+        # (3, k) @ (k, J): this orientation is ~15× faster than (J, k) @ (k, 3)
+        parts.append(f @ e.T)
+    total = -(torch.stack(logs_sums).sum() + n * big_m.double())
+    g_mu = g_loglam = g_logpi = None
+    if need_grad:
+        gw.neg_()
+        acc = torch.stack(parts).double().sum(0).T                          # (J, 3)
+        mu64, lam64 = mu.double(), lam.double()
+        s_r, s_rw, s_rww = acc[:, 0], acc[:, 1], acc[:, 2]
+        s_rd = s_rw - mu64 * s_r                                           # Σ r (w − μ)
+        s_rdd = (s_rww - 2.0 * mu64 * s_rw + mu64 * mu64 * s_r).clamp_min(0.0)
+        g_mu = (-lam64 * s_rd).to(mu.dtype)
+        g_loglam = (-0.5 * s_r + 0.5 * lam64 * s_rdd).to(mu.dtype)
+        g_logpi = (-s_r).to(mu.dtype)
+    return gw, g_mu, g_loglam, g_logpi, total.to(dt)
+
+
+
 def mixture_nll(w: torch.Tensor, mu: torch.Tensor, log_lambda: torch.Tensor,
-                log_pi: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
+                log_pi: torch.Tensor, chunk_size: int = 8192) -> torch.Tensor:
     """The fast −log p(w | θ) (same value and gradients as `naive_neg_log_likelihood`)."""
     return _MixtureNLL.apply(w, mu, log_lambda, log_pi, int(chunk_size))
 
@@ -178,7 +244,7 @@ class MixturePrior(nn.Module):
                  init_std: float | None = None,
                  gamma: tuple[float, float] | None = (250.0, 0.1),
                  gamma_zero: tuple[float, float] | None = (5000.0, 2.0),
-                 chunk_size: int = 4096, generator: torch.Generator | None = None) -> None:
+                 chunk_size: int = 8192, generator: torch.Generator | None = None) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")

@@ -6,8 +6,13 @@ weight shared across time) is built from `tying.nn.TimeDelay`. It is compared wi
 baseline (one left-to-right diagonal-GMM HMM per consonant, `tying.speech.PhoneHMMs`) and a
 logistic regression on the same 16 x 15 input, on speakers whose espeak-ng variants are never
 heard in training, at clean, 20, 10, 5 and 0 dB SNR (white noise). All three train on the same
-multi-condition set (every training token at every SNR). Anchor: 98.5% (TDNN) vs. 93.7%
-(best HMM) on real Japanese /b d g/ (Waibel et al. 1989).
+multi-condition set (every training token at every SNR, with fresh noise draws). Anchor: 98.5%
+(TDNN) vs. 93.7% (best HMM) on real Japanese /b d g/ (Waibel et al. 1989).
+
+Speakers: espeak-ng's ~100 voice variants (all but the whispered ones, which have no voicing),
+split at random into training and test variants. With only 20 training variants the test
+voices fall outside what was heard (a logistic regression scored 0.89 on clean test tokens);
+with ~75 they are covered, as in any speaker-independent recognizer.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import torch
 from torch import nn
 
 from ..nn.time_delay import TimeDelay
-from ..speech.corpus import VARIANTS, Speaker, Utterance, noise_rng, synthesize
+from ..speech.corpus import Speaker, Utterance, noise_rng, synthesize
 from ..speech.corpus import trim_silence as _trim
 from ..speech.features import FeatureConfig, log_mel
 from ..speech.hmm import PhoneHMMs
@@ -34,13 +39,29 @@ SNRS = (None, 20.0, 10.0, 5.0, 0.0)       # None = clean
 FEATURES = FeatureConfig(n_mels=16, fmin=100.0, fmax=5500.0)
 N_FRAMES = 15
 
+# espeak-ng 1.51's voice variants (espeak-ng-data/voices/!v), less the whispered ones (no
+# voicing: /b d g/ lose their defining cue) and "Mr serious" (a space in the name).
+VARIANT_POOL = (
+    "Alex", "Alicia", "Andrea", "Andy", "Annie", "AnxiousAndy", "Demonic", "Denis", "Diogo",
+    "Gene", "Gene2", "Henrique", "Hugo", "Jacky", "Lee", "Marco", "Mario", "Michael", "Mike",
+    "Nguyen", "RicishayMax", "RicishayMax2", "RicishayMax3", "Storm", "Tweaky", "UniRobot",
+    "adam", "anika", "anikaRobot", "announcer", "antonio", "aunty", "belinda", "benjamin",
+    "boris", "caleb", "croak", "david", "ed", "edward", "edward2", "f1", "f2", "f3", "f4", "f5",
+    "fast", "grandma", "grandpa", "gustave", "iven", "iven2", "iven3", "iven4", "john",
+    "kaukovalta", "klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6", "linda", "m1", "m2",
+    "m3", "m4", "m5", "m6", "m7", "m8", "marcelo", "max", "michel", "miguel", "norbert", "pablo",
+    "paul", "pedro", "quincy", "rob", "robert", "robosoft", "robosoft2", "robosoft3",
+    "robosoft4", "robosoft5", "robosoft6", "robosoft7", "robosoft8", "sandro", "shelby",
+    "steph", "steph2", "steph3", "travis", "victor", "zac")
+WHISPERED = ("whisper", "whisperf")   # excluded from the pool; scored separately
+
 PRESETS = {
-    "quick": {"n_vowels": 4, "train_variants": 6, "test_variants": 3, "styles": 1,
-              "epochs": 40, "batch": 64, "lr": 0.02, "hmm_states": 5, "hmm_mix": 2,
-              "hmm_iter": 5},
-    "full": {"n_vowels": 12, "train_variants": 20, "test_variants": 10, "styles": 3,
-             "epochs": 40, "batch": 128, "lr": 0.01, "hmm_states": 5, "hmm_mix": 4,
-             "hmm_iter": 8},
+    "quick": {"n_vowels": 4, "train_variants": 12, "test_variants": 4, "styles": 1,
+              "noise_draws": 1, "epochs": 30, "batch": 64, "lr": 0.01, "weight_decay": 1e-4,
+              "hmm_states": 5, "hmm_mix": 2, "hmm_iter": 5},
+    "full": {"n_vowels": 12, "train_variants": 73, "test_variants": 25, "styles": 3,
+             "noise_draws": 3, "epochs": 60, "batch": 128, "lr": 0.01, "weight_decay": 1e-4,
+             "hmm_states": 8, "hmm_mix": 16, "hmm_iter": 8},
 }
 
 
@@ -62,11 +83,21 @@ class WaibelTDNN(nn.Module):
         return self.output(self.hidden(x)).sum(-1) * self.scale
 
 
-def syllable_speakers(n_variants: int, styles: int, offset: int, seed: int) -> list[Speaker]:
-    """``styles`` (speed, pitch) settings for each of ``n_variants`` variants from ``offset``."""
+def split_variants(n_train: int, n_test: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Disjoint (training, test) variant names drawn at random from `VARIANT_POOL`."""
+    if n_train + n_test > len(VARIANT_POOL):
+        raise ValueError(f"n_train + n_test must be at most {len(VARIANT_POOL)}, got "
+                         f"{n_train} + {n_test}")
+    order = np.random.default_rng(seed).permutation(len(VARIANT_POOL))
+    names = [VARIANT_POOL[i] for i in order]
+    return names[n_test: n_test + n_train], names[:n_test]
+
+
+def syllable_speakers(variants, styles: int, seed: int) -> list[Speaker]:
+    """``styles`` random (speed, pitch) settings for each of ``variants``."""
     rng = np.random.default_rng(seed)
     out = []
-    for v in VARIANTS[offset: offset + n_variants]:
+    for v in variants:
         for _ in range(styles):
             out.append(Speaker("en-us", v, int(rng.integers(130, 200)), int(rng.integers(25, 80))))
     return out
@@ -77,10 +108,10 @@ def onset_window(u: Utterance, snr: float | None, seed: int) -> np.ndarray:
 
     Short syllables are padded with silence (then noise) so the 150 ms window always fits.
     """
-    need = (N_FRAMES + 1) * FEATURES.hop + FEATURES.win
-    audio = np.pad(u.audio, (0, max(0, need - len(u.audio))))
+    need = N_FRAMES * FEATURES.hop + FEATURES.win       # frames 1..15 and no more
+    audio = np.pad(u.audio[: need + FEATURES.hop], (0, max(0, need + FEATURES.hop - len(u.audio))))
     if snr is not None:
-        power = float(np.mean(u.audio.astype(np.float64) ** 2))   # the syllable, not the pad
+        power = float(np.mean(u.audio.astype(np.float64) ** 2))   # the whole syllable
         noise = noise_rng(u, snr, seed).standard_normal(len(audio))
         audio = (audio + noise * np.sqrt(power / 10 ** (snr / 10))).astype(np.float32)
     feats = log_mel(audio, u.sample_rate, FEATURES)     # trimmed with a 30 ms margin
@@ -89,21 +120,24 @@ def onset_window(u: Utterance, snr: float | None, seed: int) -> np.ndarray:
     return win.T.astype(np.float32)
 
 
-def _dataset(utts, snrs, seed):
-    xs, ys, ss = [], [], []
+def _dataset(utts, snrs, seed, draws: int = 1):
+    """Windows of every token at every SNR; ``draws`` independent noise draws per noisy SNR."""
+    xs, ys = [], []
     for snr in snrs:
-        for u in utts:
-            xs.append(onset_window(u, snr, seed))
-            ys.append(CONSONANTS.index(u.text[0]))
-            ss.append(-1.0 if snr is None else snr)
-    return np.stack(xs), np.array(ys), np.array(ss)
+        for k in range(1 if snr is None else draws):
+            for u in utts:
+                xs.append(onset_window(u, snr, seed * 1000 + k))
+                ys.append(CONSONANTS.index(u.text[0]))
+    return np.stack(xs), np.array(ys)
 
 
 def _train_tdnn(x, y, cfg, seed):
+    """AdamW with a one-cycle learning rate (warm-up, then cosine decay to ~0)."""
     gen = seed_everything(seed)
     net = WaibelTDNN()
-    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg["epochs"])
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    steps = cfg["epochs"] * -(-len(x) // cfg["batch"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=steps)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     for _ in range(cfg["epochs"]):
         perm = torch.randperm(len(xt), generator=gen)
@@ -113,7 +147,7 @@ def _train_tdnn(x, y, cfg, seed):
             opt.zero_grad()
             loss.backward()
             opt.step()
-        sched.step()
+            sched.step()
     return net
 
 
@@ -129,44 +163,54 @@ def run(ctx):
 
 def _run(ctx, cfg):
     from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
 
     vowels = VOWELS[: cfg["n_vowels"]]
     syllables = [f"{c}'{v}" for c in CONSONANTS for v in vowels]
-    train_spk = syllable_speakers(cfg["train_variants"], cfg["styles"], 0, seed=1)
-    test_spk = syllable_speakers(cfg["test_variants"], max(1, cfg["styles"] - 1),
-                                 cfg["train_variants"], seed=2)
-    assert not {s.variant for s in train_spk} & {s.variant for s in test_spk}
-    jobs = [(s, spk) for spk in train_spk + test_spk for s in syllables]
+    train_v, test_v = split_variants(cfg["train_variants"], cfg["test_variants"])
+    train_spk = syllable_speakers(train_v, cfg["styles"], seed=1)
+    test_spk = syllable_speakers(test_v, cfg["styles"], seed=2)
+    whisper_spk = syllable_speakers(WHISPERED, cfg["styles"], seed=3)
+    assert not {s.variant for s in train_spk} & {s.variant for s in test_spk + whisper_spk}
+    jobs = [(s, spk) for spk in train_spk + test_spk + whisper_spk for s in syllables]
     utts = [Utterance(s, spk, _trim(synthesize(s, spk, phonemes=True)))
             for s, spk in ctx.progress(jobs, "synthesize syllables")]
     train = [u for u in utts if u.speaker in set(train_spk)]
     test = [u for u in utts if u.speaker in set(test_spk)]
+    whispered = [u for u in utts if u.speaker in set(whisper_spk)]
 
     systems = ("TDNN", "HMM", "logistic")
     acc = {(s, snr): [] for s in systems for snr in SNRS}
+    acc_whisper = {s: [] for s in systems}
     seconds = {s: [] for s in systems}
     for seed in ctx.progress(ctx.seeds, "seeds"):
-        x_tr, y_tr, _ = _dataset(train, SNRS, seed)
+        x_tr, y_tr = _dataset(train, SNRS, seed, cfg["noise_draws"])
         mu, sd = x_tr.mean((0, 2), keepdims=True), x_tr.std((0, 2), keepdims=True) + 1e-6
         x_tr = (x_tr - mu) / sd
         tests = {}
         for snr in SNRS:
-            x, y, _ = _dataset(test, [snr], seed + 1000)
+            x, y = _dataset(test, [snr], seed + 1000)
             tests[snr] = ((x - mu) / sd, y)
+        x, y = _dataset(whispered, [None], seed + 1000)
+        tests["whisper"] = ((x - mu) / sd, y)
+
+        def record(system, snr, pred, y):
+            a = float(np.mean(np.asarray(pred) == y))
+            (acc_whisper[system] if snr == "whisper" else acc[(system, snr)]).append(a)
 
         t0 = time.perf_counter()
         net = _train_tdnn(x_tr, y_tr, cfg, seed)
         seconds["TDNN"].append(time.perf_counter() - t0)
         with torch.no_grad():
             for snr, (x, y) in tests.items():
-                pred = net(torch.from_numpy(x)).argmax(1).numpy()
-                acc[("TDNN", snr)].append(float(np.mean(pred == y)))
+                record("TDNN", snr, net(torch.from_numpy(x)).argmax(1).numpy(), y)
 
         t0 = time.perf_counter()
-        lr = LogisticRegression(C=1.0, max_iter=300).fit(x_tr.reshape(len(x_tr), -1), y_tr)
+        with threadpool_limits(torch.get_num_threads()):    # BLAS obeys --threads too
+            lr = LogisticRegression(C=1.0, max_iter=300).fit(x_tr.reshape(len(x_tr), -1), y_tr)
         seconds["logistic"].append(time.perf_counter() - t0)
         for snr, (x, y) in tests.items():
-            acc[("logistic", snr)].append(float(np.mean(lr.predict(x.reshape(len(x), -1)) == y)))
+            record("logistic", snr, lr.predict(x.reshape(len(x), -1)), y)
 
         lex = Lexicon({c: (c,) for c in CONSONANTS}, silence=False)
         t0 = time.perf_counter()
@@ -176,8 +220,7 @@ def _run(ctx, cfg):
         seconds["HMM"].append(time.perf_counter() - t0)
         for snr, (x, y) in tests.items():
             pred = hmm.predict(list(x.transpose(0, 2, 1)), lex, list(CONSONANTS))
-            acc[("HMM", snr)].append(float(np.mean([p == CONSONANTS[i]
-                                                    for p, i in zip(pred, y)])))
+            record("HMM", snr, [CONSONANTS.index(p) for p in pred], y)
 
     result = ctx.result()
     for (s, snr), vals in acc.items():
@@ -210,25 +253,39 @@ def _run(ctx, cfg):
         all(ahead.values()),
         "; ".join(f"{s:g} dB: TDNN {mean[('TDNN', s)]:.3f} vs HMM {mean[('HMM', s)]:.3f}, "
                   f"logistic {mean[('logistic', s)]:.3f}" for s in noisy))
+    for system in systems:
+        result.add_metric(f"acc_{system}_whispered_clean", acc_whisper[system], "fraction")
+    result.add_table("Whispered voices (outside the pool: no voicing), clean, mean over seeds",
+                     [{"system": s, "accuracy": f"{np.mean(acc_whisper[s]):.3f}"}
+                      for s in systems])
     result.notes += [
         f"Syllables: /b d g/ x {len(vowels)} vowels ({' '.join(vowels)}) as espeak-ng phoneme "
-        f"input; {len(train_spk)} training speakers ({cfg['train_variants']} variants x "
-        f"{cfg['styles']} speed/pitch), {len(test_spk)} test speakers from "
-        f"{cfg['test_variants']} other variants (never heard in training): {len(train)} "
-        f"training and {len(test)} test tokens per SNR.",
+        f"input. Speakers: {len(train_v)} training and {len(test_v)} test voice variants drawn "
+        f"at random from espeak-ng's {len(VARIANT_POOL)} (all but the whispered ones), "
+        f"{cfg['styles']} random speed/pitch settings each: {len(train_spk)} training and "
+        f"{len(test_spk)} test speakers whose variants are never heard in training; "
+        f"{len(train)} training and {len(test)} test tokens per SNR. Test variants: "
+        f"{', '.join(sorted(test_v))}.",
         "Input: 16 log-mel bands (100-5500 Hz, 25 ms windows, 10 ms hop) x 15 frames from 20 ms "
         "before the onset (found on the clean signal); each token minus its mean, then each "
         "band standardized with training statistics. White noise at the SNR relative to the "
         "syllable's mean power.",
-        f"All systems train on every training token at every SNR (clean, 20, 10, 5, 0 dB). "
-        f"TDNN: tying.nn.TimeDelay(16, 8, window=3) -> TimeDelay(8, 3, window=5), tanh, summed "
-        f"over time, times a learned scale; Adam lr {cfg['lr']} with cosine decay, "
-        f"{cfg['epochs']} epochs, batch {cfg['batch']}. HMM: {cfg['hmm_states']}-state "
-        f"left-to-right, {cfg['hmm_mix']} diagonal Gaussians per state, {cfg['hmm_iter']} "
-        "Baum-Welch iterations, one model per consonant. Logistic regression: scikit-learn, "
-        "L2 (C=1), on the 240 inputs.",
+        f"All systems train on the same multi-condition set: every training token clean and, "
+        f"with {cfg['noise_draws']} independent noise draw(s), at 20, 10, 5 and 0 dB "
+        f"({len(x_tr)} windows). TDNN: tying.nn.TimeDelay(16, 8, window=3) -> TimeDelay(8, 3, "
+        f"window=5), tanh, summed over time, times a learned scale; AdamW (lr {cfg['lr']}, "
+        f"weight decay {cfg['weight_decay']}) with a one-cycle schedule, {cfg['epochs']} "
+        f"epochs, batch {cfg['batch']}. HMM: {cfg['hmm_states']}-state left-to-right, "
+        f"{cfg['hmm_mix']} diagonal Gaussians per state, {cfg['hmm_iter']} Baum-Welch "
+        "iterations, one model per consonant. Logistic regression: scikit-learn, L2 (C=1), on "
+        "the 240 inputs.",
+        "Why the speaker pool matters: the earlier version trained on 20 variants and tested on "
+        "10 others (among them zac, whose formants are all scaled by 1.45, and anika); the "
+        "logistic regression then reached 0.895 clean and the TDNN 0.865. Training on ~75 "
+        "variants covers the test voices.",
         "Waibel et al. 1989 report 98.5% (TDNN) vs. 93.7% (HMM) on real speech from 3 Japanese "
-        "speakers (speaker-dependent); this is synthetic speech from unseen synthetic voices.",
+        "speakers (speaker-dependent, clean); this is synthetic speech from unseen synthetic "
+        "voices, in noise.",
     ]
     _plot(ctx, result, systems, acc)
     return result

@@ -6,17 +6,22 @@ file. Baselines on the same pretrained network: Deep Compression (magnitude prun
 retraining, per-layer k-means with 5 bits fc / 8 bits conv, Huffman), k-means alone, and
 HashedNets layers (trained from scratch at a given compression factor).
 
-The recipe that works here (Ullrich's transplanted as-is does not, see ANCHORS.md): the free
-components start at the k-means centroids of the pretrained weights; the mixture is updated by
-EM (MAP with the Gamma hyper-priors) every ``em_every`` steps instead of by sensitive learning
-rates; τ warms up linearly; the prior term is scaled per training example (−log p / N_train,
-the Bayesian weighting of a mean cross-entropy); the weights' learning rate decays to zero so
-that they settle on the components before quantization.
+The recipe (Ullrich et al.'s, with what this data needed; tuned on a 50k/10k validation split
+of the Fashion-MNIST training set, never on the test set): J = 17 components with a zero
+component fixed at μ₀ = 0, π₀ = 0.99; the free means start at the k-means centroids of the
+pretrained weights; Ullrich's Gamma hyper-priors; loss = CE + τ(t)/N · (−log p(w, θ)) with τ
+rising geometrically by 1000× over the retraining (a constant τ = 0.005 leaves the weights
+spread around the components and quantization costs ~60 points; a 1000× ramp cuts that gap to
+~2 points); Adam with separate learning rates for the weights (cosine-decayed) and for means,
+log-precisions and mixing logits (``mixture="em"``: MAP EM steps instead; ``per_layer``: one
+mixture per layer); merge, quantize, and Han et al.'s shared-value fine-tune, which Deep
+Compression gets as well.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 
@@ -77,10 +82,10 @@ def _error(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return 100.0 * wrong / len(x)
 
 
-def _train(model, split, *, epochs, lr, batch_size, generator, prior=None, tau=0.0,
-           warmup=0.0, em_every=0, sigma_end=None, masks=None, shared=None, decay=True,
-           progress=None, desc="train"):
-    """Adam on the cross-entropy (+ τ·prior/N_train), cosine-decayed learning rate."""
+def _train(model, split, *, epochs, lr, batch_size, generator, masks=None, shared=None,
+           decay=True, progress=None, desc="train"):
+    """Adam on the cross-entropy, cosine-decayed learning rate; ``masks`` keep pruned weights
+    at zero, ``shared`` keeps clusters tied (see `_project`)."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n = len(split.x_train)
     steps = max(1, epochs * math.ceil(n / batch_size))
@@ -92,9 +97,6 @@ def _train(model, split, *, epochs, lr, batch_size, generator, prior=None, tau=0
         for a in range(0, n, batch_size):
             idx = perm[a:a + batch_size]
             loss = F.cross_entropy(model(split.x_train[idx]), split.y_train[idx])
-            if prior is not None and tau > 0:
-                ramp = min(1.0, step / max(1.0, warmup * steps))
-                loss = loss + prior.penalty(tau * ramp / n)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             for g in opt.param_groups:
@@ -106,12 +108,58 @@ def _train(model, split, *, epochs, lr, batch_size, generator, prior=None, tau=0
                         named[k].mul_(m)
             if shared:
                 _project(named, shared)
-            if prior is not None and em_every and step % em_every == 0:
-                prior.em_step()
-                if sigma_end:  # a precision floor rising geometrically to 1/σ_end²
-                    with torch.no_grad():
-                        floor = -2.0 * math.log(sigma_end) * min(1.0, step / (0.7 * steps))
-                        prior.log_precisions.clamp_(min=floor)
+            step += 1
+    return model
+
+
+def _sws_retrain(model, priors, split, *, epochs, batch_size, generator, lr_w=5e-4,
+                 tau=0.005, tau_end=None, warmup=0.0, mixture="adam", lr_mu=1e-4,
+                 lr_prec=3e-3, lr_pi=3e-3, em_every=50, progress=None, desc="retrain"):
+    """Ullrich et al.'s retraining: loss = CE + τ(t)/N · Σ_priors −log p(w, θ).
+
+    Weights: Adam (``lr_w``), cosine-decayed to zero so that they settle on the components.
+    Mixture: ``"adam"`` (Ullrich's separate Adam learning rates for means, log-precisions and
+    mixing logits) or ``"em"`` (a MAP EM step every ``em_every`` steps). τ(t) rises linearly
+    over the first ``warmup`` fraction, then geometrically from ``tau`` to ``tau_end``.
+    """
+    n = len(split.x_train)
+    steps = max(1, epochs * math.ceil(n / batch_size))
+    opt = torch.optim.Adam(model.parameters(), lr=lr_w)
+    mopt = None
+    if mixture == "adam":
+        groups = []
+        for p in priors:
+            groups += [{"params": [p.means], "lr": lr_mu},
+                       {"params": [p.log_precisions], "lr": lr_prec},
+                       {"params": [p.mixing_logits], "lr": lr_pi}]
+        mopt = torch.optim.Adam(groups)
+    elif mixture != "em":
+        raise ValueError(f"mixture must be 'adam' or 'em', got {mixture!r}")
+    tau_end = tau if tau_end is None else tau_end
+    step = 0
+    it = range(epochs) if progress is None else progress(range(epochs), desc)
+    for _ in it:
+        perm = torch.randperm(n, generator=generator)
+        for a in range(0, n, batch_size):
+            idx = perm[a:a + batch_size]
+            frac = step / steps
+            t = tau * (tau_end / tau) ** frac if tau > 0 else 0.0
+            t *= min(1.0, frac / warmup) if warmup > 0 else 1.0
+            loss = F.cross_entropy(model(split.x_train[idx]), split.y_train[idx])
+            if t > 0:
+                loss = loss + sum(p() for p in priors) * (t / n)
+            opt.zero_grad(set_to_none=True)
+            if mopt is not None:
+                mopt.zero_grad(set_to_none=True)
+            loss.backward()
+            for g in opt.param_groups:
+                g["lr"] = lr_w * 0.5 * (1 + math.cos(math.pi * frac))
+            opt.step()
+            if mopt is not None:
+                mopt.step()
+            elif em_every and step % em_every == 0:
+                for p in priors:
+                    p.em_step()
             step += 1
     return model
 
@@ -154,18 +202,45 @@ def _finetune_shared(model, names, split, cfg, g, ctx, desc):
 
 def _row(method, model_name, err_before, err_after, packed: Compressed, dense_params: int):
     s = packed.stats
-    return {"model": model_name, "method": method, "error_before_%": round(err_before, 2),
-            "error_after_%": round(err_after, 2), "nonzero_%": round(s.nonzero_percent, 2),
-            "ratio_han": round(32 * dense_params / max(s.bits_han, 1), 1),
-            "file_bytes": s.file_bytes, "ratio_file": round(4 * dense_params / s.file_bytes, 1)}
+    return {"model": model_name, "method": method, "error_before_%": err_before,
+            "error_after_%": err_after, "nonzero_%": s.nonzero_percent,
+            "ratio_han": 32 * dense_params / max(s.bits_han, 1),
+            "file_bytes": s.file_bytes, "ratio_file": 4 * dense_params / s.file_bytes}
 
 
 def _load(cfg) -> dict[str, Split]:
     if cfg["data"] == "digits":
-        return {"lenet300": load_digits(), "lenet5caffe": load_digits(size=16)}
-    base = load_fashion_mnist(limit_train=cfg.get("limit_train"),
-                              limit_test=cfg.get("limit_test"))
-    return {"lenet300": base, "lenet5caffe": base}
+        out = {"lenet300": load_digits(), "lenet5caffe": load_digits(size=16)}
+    else:
+        base = load_fashion_mnist(limit_train=cfg.get("limit_train"),
+                                  limit_test=cfg.get("limit_test"))
+        out = {"lenet300": base, "lenet5caffe": base}
+    hold = int(cfg.get("holdout") or 0)
+    if hold:  # tuning: the last `hold` training images replace the test set
+        out = {k: Split(v.x_train[:-hold], v.y_train[:-hold], v.x_train[-hold:],
+                        v.y_train[-hold:], v.n_classes, f"{v.name}-validation")
+               for k, v in out.items()}
+    return out
+
+
+def _per_model(cfg, key, mname):
+    v = cfg[key]
+    return v[mname] if isinstance(v, dict) else v
+
+
+def _make_priors(model, cfg, generator) -> list[MixturePrior]:
+    kw = {"pi_zero": cfg["pi_zero"], "init": cfg.get("init", "range"),
+          "gamma": tuple(cfg["gamma"]) if cfg.get("gamma") else None,
+          "gamma_zero": tuple(cfg["gamma_zero"]) if cfg.get("gamma_zero") else None,
+          "generator": generator}
+    if cfg.get("per_layer"):
+        names = [n for n, p in model.named_parameters() if n.endswith("weight")]
+        return [MixturePrior(model, cfg["components"], include=n, **kw) for n in names]
+    return [MixturePrior(model, cfg["components"], **kw)]
+
+
+def _sws_label(pt: dict) -> str:
+    return f"soft weight sharing τ={pt['tau']}→{pt.get('tau_end', pt['tau'])}"
 
 
 @register_experiment(
@@ -175,96 +250,107 @@ def _load(cfg) -> dict[str, Split]:
                 "Compression, k-means and HashedNets on LeNet-300-100 / LeNet-5-Caffe.",
     presets={
         "quick": {"data": "digits", "models": ["lenet300"], "batch_size": 64,
-                  "pretrain_epochs": 6, "lr": 3e-3, "retrain_epochs": 6, "retrain_lr": 1e-3,
-                  "components": 17, "sws": [[0.1, 0.9]], "warmup": 0.3,
-                  "sigma_end": 0.01, "em_every": 20, "dc_sparsity_scale": [1.0],
-                  "dc_retrain_epochs": 2, "kmeans_bits": [3, 5], "hashed": [1 / 8],
-                  "finetune_epochs": 2, "finetune_lr": 3e-4,
-                  "hashed_epochs": 6},
-        "full": {"data": "fashion-mnist", "limit_train": 10000,
-                 "models": ["lenet300", "lenet5caffe"],
-                 "batch_size": 128, "pretrain_epochs": 10, "lr": 1e-3, "retrain_epochs": 5,
-                 "retrain_lr": 5e-4, "components": 17,
-                 "sws": [[0.1, 0.7], [0.3, 0.8], [0.3, 0.9]],  # (τ, π₀): the curve
-                 "warmup": 0.3, "sigma_end": 0.003, "em_every": 40, "dc_sparsity_scale": [1.0],
-                 "dc_retrain_epochs": 2, "kmeans_bits": [2, 3, 5],
-                 "hashed": [1 / 8, 1 / 64], "hashed_epochs": 6, "finetune_epochs": 2,
+                  "pretrain_epochs": 6, "lr": 3e-3, "retrain_epochs": 6,
+                  "components": 17, "pi_zero": 0.99, "gamma": [250.0, 0.1],
+                  "gamma_zero": [5000.0, 2.0], "init": "kmeans", "mixture": "adam",
+                  "per_layer": False, "lr_w": 1e-3, "lr_mu": 1e-4, "lr_prec": 3e-3,
+                  "lr_pi": 3e-3, "em_every": 20,
+                  "sws": [{"tau": 0.01, "tau_end": 10.0}], "warmup": 0.0,
+                  "dc_sparsity_scale": [1.0], "dc_retrain_epochs": 6, "kmeans_bits": [3, 5],
+                  "hashed": [1 / 8], "hashed_epochs": 6, "hashed_seeds": 1,
+                  "finetune_epochs": 2, "finetune_lr": 3e-4},
+        "full": {"data": "fashion-mnist", "limit_train": None, "holdout": 0,
+                 "models": ["lenet300", "lenet5caffe"], "batch_size": 128,
+                 "pretrain_epochs": {"lenet300": 10, "lenet5caffe": 3}, "lr": 1e-3,
+                 "retrain_epochs": {"lenet300": 5, "lenet5caffe": 2},
+                 "components": 17, "pi_zero": 0.99, "gamma": [250.0, 0.1],
+                 "gamma_zero": [5000.0, 2.0], "init": "kmeans", "mixture": "adam",
+                 "per_layer": False, "lr_w": 1e-3, "lr_mu": 1e-4, "lr_prec": 3e-3,
+                 "lr_pi": 3e-3, "em_every": 50,
+                 # (τ, τ_end) schedules: the first is the headline (all seeds), the others
+                 # trace the curve on the first seed
+                 "sws": [{"tau": 0.01, "tau_end": 10.0}, {"tau": 0.003, "tau_end": 3.0},
+                         {"tau": 0.05, "tau_end": 50.0}], "warmup": 0.0,
+                 "dc_sparsity_scale": [1.0, 0.8],
+                 "dc_retrain_epochs": {"lenet300": 5, "lenet5caffe": 2},
+                 "kmeans_bits": [2, 3, 5], "hashed": [1 / 8, 1 / 64],
+                 "hashed_epochs": {"lenet300": 6, "lenet5caffe": 2}, "hashed_seeds": 1,
+                 "curve_seeds": 1, "finetune_epochs": {"lenet300": 3, "lenet5caffe": 1},
                  "finetune_lr": 3e-4},
     },
-    default_seeds={"quick": 1, "full": 1},
+    default_seeds={"quick": 1, "full": 3},
 )
 def run_sws(ctx: Context):
     cfg = ctx.config
     res = ctx.result()
     splits = _load(cfg)
-    rows: list[dict] = []
-    curves: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    metrics: dict[str, list[float]] = {}
+    runs: dict[tuple[str, str], list[dict]] = {}     # (model, method) → one row per seed
+    order: list[tuple[str, str]] = []
     hist: dict[str, tuple] = {}
     t0 = time.perf_counter()
 
-    def metric(name, v):
-        metrics.setdefault(name, []).append(float(v))
+    def add(mname, method, row):
+        if (mname, method) not in runs:
+            order.append((mname, method))
+        runs.setdefault((mname, method), []).append(row)
 
-    for seed in ctx.seeds:
+    for si, seed in enumerate(ctx.seeds):
         for mname in cfg["models"]:
             split = splits[mname]
             g = seed_everything(seed)
             base = _build(mname, split)
             dense = sum(p.numel() for p in base.parameters())
-            _train(base, split, epochs=cfg["pretrain_epochs"], lr=cfg["lr"],
+            _train(base, split, epochs=_per_model(cfg, "pretrain_epochs", mname), lr=cfg["lr"],
                    batch_size=cfg["batch_size"], generator=g, progress=ctx.progress,
-                   desc=f"{mname} pretrain")
+                   desc=f"{mname} pretrain (seed {seed})")
             err0 = _error(base, split.x_test, split.y_test)
-            metric(f"{mname}_error_pretrained", err0)
+            ft_epochs = _per_model(cfg, "finetune_epochs", mname) if cfg.get("finetune_epochs") \
+                else 0
+            cfg_ft = {**cfg, "finetune_epochs": ft_epochs}
+            add(mname, "pretrained", {"error_after_%": err0, "ratio_han": 1.0,
+                                      "nonzero_%": 100.0, "file_bytes": 4 * dense,
+                                      "ratio_file": 1.0, "error_before_%": err0})
 
-            # --- soft weight sharing, one point per τ
-            for tau, pi_zero in cfg["sws"]:
+            # --- soft weight sharing: one retraining per τ schedule (the curve)
+            curve = si < cfg.get("curve_seeds", len(ctx.seeds))
+            for k, pt in enumerate(cfg["sws"]):
+                if k > 0 and not curve:   # the curve's other points: first seed(s) only
+                    continue
                 model = copy.deepcopy(base)
-                prior = MixturePrior(model, cfg["components"], pi_zero=pi_zero,
-                                     init="kmeans", generator=g)
-                w_before = prior.flat_weights().clone()
-                theta_before = _theta(prior)
-                _train(model, split, epochs=cfg["retrain_epochs"], lr=cfg["retrain_lr"],
-                       batch_size=cfg["batch_size"], generator=g, prior=prior, tau=tau,
-                       warmup=cfg["warmup"], em_every=cfg["em_every"],
-                       sigma_end=cfg["sigma_end"], progress=ctx.progress,
-                       desc=f"{mname} retrain τ={tau} π₀={pi_zero}")
+                priors = _make_priors(model, cfg, g)
+                w_before = torch.cat([p.flat_weights() for p in priors]).clone()
+                theta_before = _theta(priors[0])
+                _sws_retrain(model, priors, split, epochs=_per_model(cfg, "retrain_epochs", mname),
+                             batch_size=cfg["batch_size"], generator=g, lr_w=cfg["lr_w"],
+                             tau=pt["tau"], tau_end=pt.get("tau_end"), warmup=cfg["warmup"],
+                             mixture=cfg["mixture"], lr_mu=cfg["lr_mu"], lr_prec=cfg["lr_prec"],
+                             lr_pi=cfg["lr_pi"], em_every=cfg["em_every"],
+                             progress=ctx.progress, desc=f"{mname} {_sws_label(pt)}")
                 err_retrained = _error(model, split.x_test, split.y_test)
-                packed = compress(model, prior)
+                packed = compress(model, priors)
                 q = packed.load_into(copy.deepcopy(model))
                 err = _error(q, split.x_test, split.y_test)
-                row = _row(f"soft weight sharing τ={tau} π₀={pi_zero}", mname, err0, err, packed,
-                           dense)
-                row["error_retrained_%"] = round(err_retrained, 2)
-                rows.append(row)
-                curves.setdefault((mname, "soft weight sharing"), []).append(
-                    (row["ratio_han"], err))
-                if cfg.get("finetune_epochs"):
-                    _finetune_shared(q, [n for n, _ in prior.named_targets()], split, cfg, g,
-                                     ctx, f"{mname} SWS shared-value fine-tune")
-                    names = [n for n, _ in prior.named_targets()]
+                row = _row("", mname, err0, err, packed, dense)
+                row["error_retrained_%"] = err_retrained
+                add(mname, _sws_label(pt), row)
+                names = [n for p in priors for n, _ in p.named_targets()]
+                if ft_epochs:
+                    _finetune_shared(q, names, split, cfg_ft, g, ctx,
+                                     f"{mname} SWS shared-value fine-tune")
                     packed_ft = Compressed.from_model(q, quantized=names)
                     err_ft = _error(q, split.x_test, split.y_test)
-                    row_ft = _row(f"soft weight sharing τ={tau} π₀={pi_zero} + fine-tune",
-                                  mname, err0, err_ft, packed_ft, dense)
-                    rows.append(row_ft)
-                    curves.setdefault((mname, "SWS + fine-tune"), []).append(
-                        (row_ft["ratio_han"], err_ft))
-                if [tau, pi_zero] == list(cfg["sws"][0]):
-                    if cfg.get("finetune_epochs"):
-                        metric(f"{mname}_sws_ft_error", err_ft)
-                        metric(f"{mname}_sws_ft_ratio_han", row_ft["ratio_han"])
-                    metric(f"{mname}_sws_error_retrained", err_retrained)
-                    metric(f"{mname}_sws_error", err)
-                    metric(f"{mname}_sws_ratio_han", row["ratio_han"])
-                    metric(f"{mname}_sws_ratio_file", row["ratio_file"])
-                    metric(f"{mname}_sws_nonzero_percent", row["nonzero_%"])
-                    hist[mname] = (w_before, theta_before, prior.flat_weights().clone(),
-                                   _theta(prior))
+                    add(mname, _sws_label(pt) + " + fine-tune",
+                        _row("", mname, err0, err_ft, packed_ft, dense))
+                if k == 0 and si == 0:
+                    hist[mname] = (w_before, theta_before,
+                                   torch.cat([p.flat_weights() for p in priors]).clone(),
+                                   _theta(priors[0]))
 
-            # --- Deep Compression: prune (Han's rates, scaled), retrain masked, k-means
-            for scale in cfg["dc_sparsity_scale"]:
+            # --- Deep Compression: prune (Han's rates, scaled), retrain masked, k-means,
+            # centroid fine-tune: the same retraining budget as soft weight sharing
+            for k, scale in enumerate(cfg["dc_sparsity_scale"]):
+                if k > 0 and not curve:
+                    continue
                 model = copy.deepcopy(base)
                 sp = {k: min(0.99, v * scale) for k, v in _DC_SPARSITY[mname].items()}
                 masks = magnitude_masks(model, sp)
@@ -272,23 +358,17 @@ def run_sws(ctx: Context):
                     for k, p in model.named_parameters():
                         if k in masks:
                             p.mul_(masks[k])
-                _train(model, split, epochs=cfg["dc_retrain_epochs"], lr=cfg["retrain_lr"],
-                       batch_size=cfg["batch_size"], generator=g, masks=masks,
+                _train(model, split, epochs=_per_model(cfg, "dc_retrain_epochs", mname),
+                       lr=cfg["lr_w"], batch_size=cfg["batch_size"], generator=g, masks=masks,
                        progress=ctx.progress, desc=f"{mname} DC retrain ×{scale}")
                 names = kmeans_quantize_(model, _BITS, generator=g)
-                if cfg.get("finetune_epochs"):
-                    _finetune_shared(model, names, split, cfg, g, ctx,
+                if ft_epochs:
+                    _finetune_shared(model, names, split, cfg_ft, g, ctx,
                                      f"{mname} DC centroid fine-tune")
                 packed = Compressed.from_model(model, quantized=names)
                 err = _error(model, split.x_test, split.y_test)
-                row = _row(f"Deep Compression (sparsity ×{scale})", mname, err0, err, packed,
-                           dense)
-                rows.append(row)
-                curves.setdefault((mname, "Deep Compression"), []).append(
-                    (row["ratio_han"], err))
-                if scale == 1.0:
-                    metric(f"{mname}_dc_error", err)
-                    metric(f"{mname}_dc_ratio_han", row["ratio_han"])
+                add(mname, f"Deep Compression (sparsity ×{scale})",
+                    _row("", mname, err0, err, packed, dense))
 
             # --- k-means alone (no pruning, no retraining)
             for bits in cfg["kmeans_bits"]:
@@ -296,49 +376,113 @@ def run_sws(ctx: Context):
                 names = kmeans_quantize_(model, bits, generator=g)
                 packed = Compressed.from_model(model, quantized=names)
                 err = _error(model, split.x_test, split.y_test)
-                row = _row(f"k-means {bits} bits", mname, err0, err, packed, dense)
-                rows.append(row)
-                curves.setdefault((mname, "k-means"), []).append((row["ratio_han"], err))
+                add(mname, f"k-means {bits} bits", _row("", mname, err0, err, packed, dense))
 
             # --- HashedNets, trained from scratch at each compression factor
-            for c in cfg["hashed"]:
-                seed_everything(seed)
-                model = hashed_lenet(mname, split.x_train.shape[-1], split.n_classes, c)
-                _train(model, split, epochs=cfg["hashed_epochs"], lr=cfg["lr"],
-                       batch_size=cfg["batch_size"], generator=g, progress=ctx.progress,
-                       desc=f"{mname} hashed 1/{round(1 / c)}")
-                err = _error(model, split.x_test, split.y_test)
-                packed = Compressed.from_model(model)
-                n_real = sum(p.numel() for p in model.parameters())
-                row = _row(f"HashedNets 1/{round(1 / c)}", mname, err0, err, packed, dense)
-                row["ratio_han"] = round(dense / n_real, 1)
-                row["nonzero_%"] = round(100.0 * n_real / dense, 2)
-                rows.append(row)
-                curves.setdefault((mname, "HashedNets"), []).append((row["ratio_han"], err))
+            if si < cfg.get("hashed_seeds", len(ctx.seeds)):
+                for c in cfg["hashed"]:
+                    seed_everything(seed)
+                    model = hashed_lenet(mname, split.x_train.shape[-1], split.n_classes, c)
+                    _train(model, split, epochs=_per_model(cfg, "hashed_epochs", mname),
+                           lr=cfg["lr"], batch_size=cfg["batch_size"], generator=g,
+                           progress=ctx.progress, desc=f"{mname} hashed 1/{round(1 / c)}")
+                    err = _error(model, split.x_test, split.y_test)
+                    packed = Compressed.from_model(model)
+                    n_real = sum(p.numel() for p in model.parameters())
+                    row = _row("", mname, err0, err, packed, dense)
+                    row["ratio_han"] = dense / n_real
+                    row["nonzero_%"] = 100.0 * n_real / dense
+                    add(mname, f"HashedNets 1/{round(1 / c)}", row)
 
-    for k, v in metrics.items():
-        unit = "×" if "ratio" in k else "%"
-        res.add_metric(k, v, unit)
-    res.add_table("Compression on the same networks (ratio_han: Han et al.'s formula; "
-                  "ratio_file: float32 dense bytes / our file's bytes, biases counted)", rows)
-    _claims(res, cfg, metrics, rows)
+    rows = _aggregate(runs, order)
+    for (mname, method), rs in runs.items():
+        key = _metric_key(mname, method, cfg)
+        if key is None:
+            continue
+        res.add_metric(f"{key}_error", [r["error_after_%"] for r in rs], "%")
+        if method != "pretrained":
+            res.add_metric(f"{key}_ratio_han", [r["ratio_han"] for r in rs], "×")
+        if method.startswith("soft") and "fine-tune" not in method:
+            res.add_metric(f"{key}_error_retrained", [r["error_retrained_%"] for r in rs], "%")
+            res.add_metric(f"{key}_nonzero_percent", [r["nonzero_%"] for r in rs], "%")
+            res.add_metric(f"{key}_ratio_file", [r["ratio_file"] for r in rs], "×")
+    res.add_table("Compression on the same networks: mean ± std over seeds (ratio_han: Han "
+                  "et al.'s formula; ratio_file: float32 dense bytes / our file's bytes, biases "
+                  "counted)", rows)
+    curves = _claims(res, cfg, rows)
     _plots(ctx, res, curves, hist)
-    res.notes.append(f"data: {cfg['data']} (training images limited to "
-                     f"{cfg.get('limit_train') or 'all'}); models: {cfg['models']}; seeds: "
-                     f"{len(ctx.seeds)} — reduced to fit ≤ 20 min on a shared, loaded 2-core "
-                     f"machine"
-                     + ("; 'lenet5caffe' is supported by the code but not in this run. "
-                        if "lenet5caffe" not in cfg["models"] else ". ")
-                     + "Epochs: pretrain "
-                     f"{cfg['pretrain_epochs']}, retrain {cfg['retrain_epochs']}, DC retrain "
-                     f"{cfg['dc_retrain_epochs']}, hashed {cfg['hashed_epochs']}; "
-                     f"{time.perf_counter() - t0:.0f} s on a shared 2-core machine.")
-    res.notes.append("Both SWS and Deep Compression get the same shared-value fine-tune when "
-                     "finetune_epochs > 0 (assignments fixed, each cluster's weights replaced by "
-                     "their mean after every step: Han et al.'s centroid fine-tuning; the file "
-                     "size is unchanged). Pure SWS (quantized right after the prior retraining, "
-                     "Ullrich's procedure) is reported in its own rows.")
+    n_seeds = len(ctx.seeds)
+    held = f", the last {cfg['holdout']} held out for evaluation" if cfg.get("holdout") else ""
+    res.notes.append(
+        f"data: {cfg['data']} (training images: {cfg.get('limit_train') or 'all'}{held}"
+        f"); models: {cfg['models']}; seeds: {n_seeds} (HashedNets: "
+        f"{min(n_seeds, cfg.get('hashed_seeds', n_seeds))}; the curves' further points: "
+        f"{min(n_seeds, cfg.get('curve_seeds', n_seeds))}, see the seeds column). "
+        f"Epochs (per model): pretrain "
+        f"{cfg['pretrain_epochs']}, SWS retrain {cfg['retrain_epochs']}, DC retrain "
+        f"{cfg['dc_retrain_epochs']}, hashed {cfg['hashed_epochs']}, shared-value fine-tune "
+        f"{cfg.get('finetune_epochs')}; {time.perf_counter() - t0:.0f} s on a shared 2-core "
+        f"machine, 1 thread.")
+    res.notes.append(
+        "Recipe (Ullrich et al. 2017, adapted; tuned on a 50k/10k validation split of the "
+        "training set, not on the test set): pretrained net; J = "
+        f"{cfg['components']} components incl. a zero component fixed at μ₀ = 0 with "
+        f"π₀ = {cfg['pi_zero']}; free means initialised "
+        + ("at the k-means centroids of the pretrained weights" if cfg.get("init") == "kmeans"
+           else "evenly over the weight range")
+        + f"; Gamma hyper-priors on the precisions (zero component {cfg['gamma_zero']}, the "
+        f"others {cfg['gamma']}); loss = CE + τ(t)/N · (−log p(w, θ)) with τ rising "
+        "geometrically from τ to τ_end over the retraining (a constant τ = 0.005 left the "
+        "weights spread around the components: on the validation split quantization then cost "
+        "~60 points); separate optimizers: Adam for the weights "
+        f"(lr {cfg['lr_w']}, cosine to 0) and, for the mixture, "
+        + (f"Adam (lr μ {cfg['lr_mu']}, log λ {cfg['lr_prec']}, mixing {cfg['lr_pi']})"
+           if cfg["mixture"] == "adam" else f"an EM (MAP) step every {cfg['em_every']} steps")
+        + f"; {'one mixture per layer' if cfg.get('per_layer') else 'one mixture for the model'}"
+        "; components merged (symmetric KL < 0.01) and each weight set to its most responsible "
+        "component's mean at the end.")
+    res.notes.append(
+        "Both SWS and Deep Compression get the same shared-value fine-tune when "
+        "finetune_epochs > 0 (assignments fixed, each cluster's weights replaced by their mean "
+        "after every step: Han et al.'s centroid fine-tuning; the file size is unchanged), "
+        "and Deep Compression's masked retraining gets as many epochs as SWS's retraining. "
+        "Pure SWS (quantized right after the prior retraining, Ullrich's procedure) has its "
+        "own rows.")
     return res
+
+
+def _metric_key(mname, method, cfg):
+    if method == "pretrained":
+        return f"{mname}_pretrained"
+    for k, pt in enumerate(cfg["sws"]):
+        if method == _sws_label(pt):
+            return f"{mname}_sws{k}"
+        if method == _sws_label(pt) + " + fine-tune":
+            return f"{mname}_sws{k}_ft"
+    if method.startswith("Deep Compression"):
+        return f"{mname}_dc" + ("" if "×1.0)" in method else
+                                method.split("×")[1].rstrip(")").replace(".", "p"))
+    return None
+
+
+def _aggregate(runs, order) -> list[dict]:
+    rows = []
+    for mname, method in order:
+        rs = runs[(mname, method)]
+        row = {"model": mname, "method": method, "seeds": len(rs)}
+        for key in ("error_before_%", "error_after_%", "error_retrained_%", "nonzero_%",
+                    "ratio_han", "file_bytes", "ratio_file"):
+            vals = [r[key] for r in rs if key in r]
+            if not vals:
+                continue
+            row[key] = round(float(np.mean(vals)), 2 if "ratio" not in key else 1)
+            if key in ("error_after_%", "ratio_han") and len(vals) > 1:
+                row[key.replace("_%", "") + "_std"] = round(float(np.std(vals, ddof=1)), 2)
+        # accuracy lost vs. the same seed's pretrained net (rows may cover fewer seeds)
+        row["points_lost"] = round(float(np.mean([r["error_after_%"] - r["error_before_%"]
+                                                  for r in rs])), 2)
+        rows.append(row)
+    return rows
 
 
 def _theta(prior: MixturePrior):
@@ -347,34 +491,86 @@ def _theta(prior: MixturePrior):
                 prior.log_precisions.double().clone(), prior.log_mixing().double().clone())
 
 
-def _claims(res, cfg, metrics, rows):
+def _interp_ratio_at_loss(pts, max_loss):
+    """Largest ratio on the (ratio, loss) curve with loss ≤ max_loss, interpolating between
+    neighbouring points in log-ratio; None when no point qualifies."""
+    pts = sorted(pts)
+    best = None
+    for i, (r, l) in enumerate(pts):
+        if l <= max_loss:
+            best = r if best is None else max(best, r)
+            if i + 1 < len(pts) and pts[i + 1][1] > max_loss:
+                r2, l2 = pts[i + 1]
+                f = (max_loss - l) / (l2 - l)
+                best = max(best, math.exp(math.log(r) + f * (math.log(r2) - math.log(r))))
+    return best
+
+
+def _interp_loss_at_ratio(pts, ratio):
+    """Accuracy lost at a given ratio on the curve (log-ratio interpolation); None when the
+    curve never reaches it (then the largest ratio's loss is reported instead)."""
+    pts = sorted(pts)
+    for (r1, l1), (r2, l2) in itertools.pairwise(pts):
+        if r1 <= ratio <= r2:
+            f = (math.log(ratio) - math.log(r1)) / max(1e-12, math.log(r2) - math.log(r1))
+            return l1 + f * (l2 - l1)
+    if pts and pts[-1][0] >= ratio:
+        return pts[-1][1] if len(pts) == 1 or pts[0][0] > ratio else None
+    return None
+
+
+def _claims(res, cfg, rows):
     goals = {"lenet300": 64.0, "lenet5caffe": 162.0}
     data = "Fashion-MNIST" if cfg["data"] != "digits" else "digits (quick preset)"
     ft = bool(cfg.get("finetune_epochs"))
+    curves: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for mname in cfg["models"]:
-        err0 = float(np.mean(metrics[f"{mname}_error_pretrained"]))
-        mine = [r for r in rows if r["model"] == mname and r["method"].startswith("soft")]
-        final = [r for r in mine if ("fine-tune" in r["method"]) == ft]
-        pts = "; ".join(f"{r['method']}: {r['ratio_han']}× at {r['error_after_%'] - err0:+.2f}"
-                        f" points" for r in mine)
+        mine = [r for r in rows if r["model"] == mname]
+        err0 = next(r["error_after_%"] for r in mine if r["method"] == "pretrained")
+        for r in mine:
+            fam = ("SWS + fine-tune" if "fine-tune" in r["method"] else "soft weight sharing") \
+                if r["method"].startswith("soft") else r["method"].split(" (")[0].split(" 1/")[0]
+            fam = "k-means" if fam.startswith("k-means") else fam
+            if fam != "pretrained":
+                curves.setdefault((mname, fam), []).append((r["ratio_han"], r["error_after_%"]))
+        sws = [r for r in mine if r["method"].startswith("soft")]
+        final = [r for r in sws if ("fine-tune" in r["method"]) == ft]
+        pts = [(r["ratio_han"], r["points_lost"]) for r in final]
         goal = goals[mname]
+        at_half = _interp_ratio_at_loss(pts, 0.5)
+        at_goal = _interp_loss_at_ratio(pts, goal)
+        best_ratio = max(p[0] for p in pts)
+        if at_half is not None:
+            res.add_metric(f"{mname}_sws_ratio_at_half_point", [at_half], "×")
+        if at_goal is not None:
+            res.add_metric(f"{mname}_sws_loss_at_goal_ratio", [at_goal], "points")
+        desc = "; ".join(f"{r['method']}: {r['ratio_han']}× (±{r.get('ratio_han_std', 0)}) at "
+                         f"{r['points_lost']:+.2f} (error ±{r.get('error_after_std', 0)}) "
+                         f"points, {r['seeds']} seed(s)" for r in sws)
+        curve = (f"on the SWS curve{' after fine-tune' if ft else ''}: "
+                 + (f"{at_half:.1f}× at 0.5 point lost" if at_half is not None
+                    else "no point within 0.5 point of the pretrained error")
+                 + "; " + (f"{at_goal:+.2f} points lost at {goal:.0f}×" if at_goal is not None
+                           else f"{goal:.0f}× not reached (largest ratio {best_ratio:.1f}×)"))
         res.add_claim(
             f"{mname}: soft weight sharing reaches ≥ {goal:.0f}× (Han's formula) at ≤ 0.5 "
-            f"point of accuracy lost ({data})",
-            any(r["ratio_han"] >= goal and r["error_after_%"] - err0 <= 0.5 for r in final),
-            f"pretrained error {err0:.2f}%; {pts}; anchor: Ullrich et al. {goal:.0f}× on MNIST")
-        dc = [r for r in rows if r["model"] == mname and r["method"].startswith("Deep")]
+            f"point of accuracy lost ({data}; means over seeds)",
+            any(r["ratio_han"] >= goal and r["points_lost"] <= 0.5 for r in final),
+            f"pretrained error {err0:.2f}%; {curve}; {desc}; anchor: Ullrich et al. "
+            f"{goal:.0f}× on MNIST")
+        dc = [r for r in mine if r["method"].startswith("Deep")]
         beats = [any(s["error_after_%"] <= d["error_after_%"] + 0.5
                      and s["ratio_han"] > d["ratio_han"] for s in final) for d in dc]
         res.add_claim(
             f"{mname}: soft weight sharing compresses more than our Deep Compression at equal "
-            f"accuracy (an SWS point within 0.5 point of DC's error, or better, with a higher "
-            f"ratio) ({data})",
+            f"accuracy (for every DC point an SWS point within 0.5 point of its error, or "
+            f"better, with a higher ratio; means over seeds) ({data})",
             bool(dc) and all(beats),
             "Deep Compression: " + ", ".join(f"{d['ratio_han']}× at {d['error_after_%']}%"
                                              for d in dc)
             + "; SWS: " + ", ".join(f"{r['ratio_han']}× at {r['error_after_%']}%"
                                     for r in final))
+    return curves
 
 
 def _plots(ctx, res, curves, hist):

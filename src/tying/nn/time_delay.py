@@ -7,9 +7,12 @@ y_{t+o_m,j} + b_i; a window K is the context {−(K−1), …, 0}, and the seed'
 computed ("valid"), and with ``stride`` s only every s-th of those: frames the next layer drops are
 never computed.
 
-How: a contiguous or evenly spaced context is one (dilated) ``F.conv1d`` call; an uneven context
-that fills at least half of a grid (e.g. {−2, 0, 1}) is a dilated conv with zero taps; a sparse
-uneven one (e.g. {−9, 0, 1}) is a sum of one matmul per offset over strided frames. Never unfold.
+How: a contiguous full-rate window is one ``F.conv1d`` call, as is any evenly spaced context on
+128+ input channels (a dilated, strided Conv1d). Otherwise — uneven contexts such as {−9, 0, 1},
+or gaps and strides on thin inputs — the kept frames of each offset are gathered side by side
+and the layer is one GEMM per sequence with hand-written GEMM gradients (`_SplicedMatmul`): no
+unfold, no frame that the output drops, no transposition. Both give the same values (to float
+rounding) and the same gradients.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 __all__ = ["TimeDelay", "get_activation", "normalize_context"]
 
@@ -82,6 +86,11 @@ def check_stride(stride: int) -> int:
     return stride
 
 
+# From 128 input channels on, oneDNN's (dilated, strided) convolution is as fast as the spliced
+# GEMM or faster (measured at 40 and 256 channels, benchmarks/bench_time_delay.py).
+_WIDE = 128
+
+
 def _dilation(context: tuple[int, ...]) -> int | None:
     """The common spacing when the offsets are evenly spaced, else None."""
     if len(context) == 1:
@@ -90,13 +99,58 @@ def _dilation(context: tuple[int, ...]) -> int | None:
     return gaps.pop() if len(gaps) == 1 else None
 
 
-def _grid_taps(context: tuple[int, ...]) -> tuple[int, torch.Tensor, int] | None:
-    """(step g, tap index of each offset, taps n) when the offsets fill ≥ half of a g-grid."""
-    g = math.gcd(*[b - a for a, b in itertools.pairwise(context)])
-    n = (context[-1] - context[0]) // g + 1
-    if n > 2 * len(context):
-        return None
-    return g, torch.tensor([(o - context[0]) // g for o in context]), n
+class _SplicedMatmul(torch.autograd.Function):
+    """s[b] = [W₂ | b] · [splice(y)[b]; 1]: one GEMM per sequence over the kept frames only.
+
+    Only the frames the output keeps are gathered, for the K offsets side by side, into a
+    (B, K·C + 1, T_out) tensor: K strided block copies of the input (with a stride r, 1/r of
+    its frames; cheap next to the GEMM, which does C_out times more work) and a row of ones
+    that carries the bias. Each sequence is then one GEMM (C_out × K·C+1) · (K·C+1 × T_out)
+    whose output is already in the (B, C_out, T_out) layout. The backward pass is the seed's
+    local gradients as GEMMs: ∂C/∂[W₂ | b] = Σ_b ∂C/∂s[b] · splice[b]ᵀ (the bias gradient is
+    its last column) and ∂C/∂splice = W₂ᵀ · ∂C/∂s, added back onto the input frames with K
+    strided adds in the input's own (B, C, T) layout. Nothing is transposed.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, starts, stride, t_out):
+        b, c, _ = x.shape
+        o, k = weight.shape[0], len(starts)
+        end = (t_out - 1) * stride + 1
+        rows = k * c + (bias is not None)
+        spliced = torch.empty(b, rows, t_out, dtype=x.dtype, device=x.device)
+        for m, s in enumerate(starts):
+            spliced[:, m * c:(m + 1) * c] = x[:, :, s:s + end:stride]
+        w2 = weight.permute(0, 2, 1).reshape(o, k * c)  # column m·C + j: offset m, channel j
+        if bias is not None:
+            spliced[:, k * c] = 1.0
+            w2 = torch.cat([w2, bias[:, None]], dim=1)
+        out = torch.matmul(w2, spliced)
+        ctx.save_for_backward(spliced, w2)
+        ctx.layout = (x.shape, starts, stride, end, bias is not None)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        spliced, w2 = ctx.saved_tensors
+        shape, starts, stride, end, has_bias = ctx.layout
+        b, rows, _ = spliced.shape
+        k, c, o = len(starts), shape[1], w2.shape[0]
+        g = grad if grad.is_contiguous() else grad.contiguous()
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gsp = torch.matmul(w2[:, :k * c].T, g)  # (B, K·C, T_out)
+            gx = g.new_zeros(shape)
+            for m, s in enumerate(starts):
+                gx[:, :, s:s + end:stride] += gsp[:, m * c:(m + 1) * c]
+        if ctx.needs_input_grad[1] or (has_bias and ctx.needs_input_grad[2]):
+            gw2 = g.new_zeros(o, rows)
+            for i in range(b):
+                gw2.addmm_(g[i], spliced[i].T)
+            gw = gw2[:, :k * c].view(o, k, c).permute(0, 2, 1)
+            gb = gw2[:, k * c] if has_bias else None
+        return gx, gw, gb, None, None, None
 
 
 class TimeDelay(nn.Module):
@@ -140,7 +194,10 @@ class TimeDelay(nn.Module):
         self._act = get_activation(activation)
         self.span = self.context[-1] - self.context[0]
         self._dil = _dilation(self.context)
-        self._taps = None if self._dil is not None else _grid_taps(self.context)
+        # One Conv1d call for a contiguous full-rate window (Conv1d parity) and for wide inputs;
+        # the spliced GEMM for thin inputs with gaps or a stride, and for uneven contexts.
+        self._conv = self._dil is not None and (
+            (self._dil == 1 and self.stride == 1) or in_channels >= _WIDE)
         factory = {"device": device, "dtype": dtype}
         k = len(self.context)
         # weight[:, :, m] multiplies the input at offset context[m] (ascending): Conv1d's layout.
@@ -185,28 +242,11 @@ class TimeDelay(nn.Module):
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         """s_{t,i} (before the activation), only at the computed frames."""
         self.check_input(x)
-        if self._dil is not None:  # contiguous or evenly spaced: one (dilated) Conv1d call
+        if self._conv:
             return F.conv1d(x, self.weight, self.bias, self.stride, 0, self._dil)
-        if self._taps is not None:
-            # Uneven but dense on a grid of step g: a dilated Conv1d whose missing taps are zero
-            # (at most 2× the multiply-adds, still one fast convolution call).
-            g, idx, n = self._taps
-            w = self.weight.new_zeros(self.out_channels, self.in_channels, n)
-            w = w.index_copy(2, idx.to(w.device), self.weight)
-            return F.conv1d(x, w, self.bias, self.stride, 0, g)
-        # Sparse and uneven: a sum of per-offset matmuls over strided frames (no unfold copy).
         t_out = (x.shape[2] - self.span - 1) // self.stride + 1
-        xt = x.transpose(1, 2)  # (B, T, C_in)
-        end = (t_out - 1) * self.stride + 1
-        out = None
-        for m, off in enumerate(self.context):
-            start = off - self.context[0]
-            frames = xt[:, start:start + end:self.stride]  # (B, T_out, C_in)
-            term = frames @ self.weight[:, :, m].T  # (B, T_out, C_out)
-            out = term if out is None else out + term
-        if self.bias is not None:
-            out = out + self.bias
-        return out.transpose(1, 2)
+        starts = tuple(o - self.context[0] for o in self.context)
+        return _SplicedMatmul.apply(x, self.weight, self.bias, starts, self.stride, t_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.pre_activation(x)

@@ -39,7 +39,8 @@ def pad_features(features: Sequence, *, dtype=torch.float64, device=None
     """
     if len(features) == 0:
         raise ValueError("features is empty: give at least one (frames, dims) array")
-    arrays = [torch.as_tensor(np.asarray(f), dtype=dtype, device=device) for f in features]
+    arrays = [f.detach().cpu().numpy() if isinstance(f, torch.Tensor) else np.asarray(f)
+              for f in features]
     dims = {a.shape[-1] if a.ndim == 2 else None for a in arrays}
     for i, a in enumerate(arrays):
         if a.ndim != 2:
@@ -49,9 +50,13 @@ def pad_features(features: Sequence, *, dtype=torch.float64, device=None
             raise ValueError(f"features[{i}] has 0 frames (empty audio)")
     if len(dims) != 1:
         raise ValueError(f"all utterances must have the same feature dimension, got {sorted(dims)}")
-    lengths = torch.tensor([a.shape[0] for a in arrays], device=device)
-    x = torch.nn.utils.rnn.pad_sequence(arrays, batch_first=True)
-    return x, lengths
+    lengths = [a.shape[0] for a in arrays]
+    # One NumPy buffer filled row by row: far cheaper than a tensor per utterance.
+    x = np.zeros((len(arrays), max(lengths), dims.pop()),
+                 dtype=torch.empty(0, dtype=dtype).numpy().dtype)
+    for i, a in enumerate(arrays):
+        x[i, : len(a)] = a
+    return torch.from_numpy(x).to(device), torch.tensor(lengths, device=device)
 
 
 def diag_gmm_logprob(x: torch.Tensor, means: torch.Tensor, variances: torch.Tensor,
@@ -120,7 +125,7 @@ def _logaddexp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     below the resolution of the sum), and the work is done in place.
     """
     gap = a - b
-    gap.abs_().clamp_(max=60.0).neg_().exp_().log1p_()
+    gap.abs_().clamp_(max=60.0).neg_().exp_().add_(1.0).log_()   # log1p is slower here
     return torch.maximum(a, b).add_(gap)
 
 
@@ -302,8 +307,31 @@ def viterbi_dense(log_b: torch.Tensor, log_pi: torch.Tensor, log_A: torch.Tensor
     return score, path
 
 
+def _forward_differentiable(log_b, log_stay, log_next, lengths, last, end):
+    """Log-space forward (B,) of one left-to-right model per utterance, fit for autograd.
+
+    log_b (B, T, N), log_stay/log_next (B, N), last (B,). No in-place tricks: slower than
+    `forward_l2r`, but every operation has a gradient (−∞ is replaced by a finite floor).
+    """
+    B, T, N = log_b.shape
+    log_b = log_b.clamp_min(_NEG)
+    stay = log_stay.clamp_min(_NEG)
+    beyond = torch.arange(N) >= last.unsqueeze(-1)
+    nxt = log_next.clamp_min(_NEG).masked_fill(beyond, _NEG)
+    start = torch.full((B, N), _NEG, dtype=log_b.dtype)
+    start[:, 0] = 0.0
+    alpha = start + log_b[:, 0]
+    floor = torch.full((B, 1), _NEG, dtype=log_b.dtype)
+    for t in range(1, T):
+        moved = torch.cat([floor, (alpha + nxt)[:, :-1]], 1)
+        new = torch.logaddexp(alpha + stay, moved) + log_b[:, t]
+        alpha = torch.where((t < lengths).unsqueeze(1), new, alpha)
+    end_vec = _end_vector(log_next, last, N, end).clamp_min(_NEG)
+    return torch.logsumexp(alpha + end_vec, -1)
+
 class PhoneHMMs:
-    """Left-to-right phone HMMs with diagonal-GMM emissions, trained by embedded Baum-Welch.
+    """Left-to-right phone HMMs with diagonal-GMM emissions, trained by embedded Baum-Welch
+    (`fit`) or by gradient ascent on the forward log-likelihood (`fit_gradient`).
 
     Every unit of the lexicon (a phone, or ``sil``) has ``n_states`` emitting states; a word is
     the concatenation of its units, and every word that uses a unit uses the *same* parameters.
@@ -531,6 +559,75 @@ class PhoneHMMs:
         self.log_stay_ = torch.log(a.clamp(1e-3, 1.0 if self.end == "any" else 1 - 1e-3))
         return total_ll / max(total_frames, 1)
 
+    # ------------------------------------------------------------------ gradient training
+    def fit_gradient(self, features: Sequence, words: Sequence[str], lexicon: Lexicon, *,
+                     epochs: int = 30, lr: float = 0.05) -> PhoneHMMs:
+        """Train by gradient ascent on the log-likelihood instead of Baum-Welch; returns self.
+
+        The same flat start as `fit` (uniform segmentation), then Adam on the mean
+        log-likelihood per frame of every training utterance under its own word model, computed
+        by a differentiable log-space forward (autograd through the recursion). Parameters are
+        unconstrained: means, log-variances (floored as in `fit`), mixture logits and
+        self-loop logits. Appends the mean log-likelihood per frame before each step to
+        ``history_``. Slower than Baum-Welch per step; the point is that any differentiable
+        emission model could replace the Gaussians.
+
+        Raises:
+            ValueError: as `fit`, or ``epochs`` < 1 or ``lr`` <= 0.
+
+        Example:
+            >>> lex = Lexicon({"ab": "ab", "ba": "ba"}, silence=False)
+            >>> rng = np.random.default_rng(0)
+            >>> a, b = rng.normal(-2, 1, (20, 2)), rng.normal(2, 1, (20, 2))
+            >>> hmm = PhoneHMMs(n_mix=1).fit_gradient([np.r_[a, b], np.r_[b, a]],
+            ...                                        ["ab", "ba"], lex, epochs=5)
+            >>> hmm.predict([np.r_[b, a]], lex)
+            ['ba']
+        """
+        if epochs < 1 or not lr > 0:
+            raise ValueError(f"need epochs >= 1 and lr > 0, got epochs={epochs}, lr={lr}")
+        n_iter, self.n_iter = self.n_iter, 0
+        try:
+            self.fit(features, words, lexicon)                 # flat start only
+        finally:
+            self.n_iter = n_iter
+        x_all, len_all = pad_features(features, dtype=self.dtype)
+        vocab = sorted(set(words))
+        table_w, counts_w = self.word_states(lexicon, vocab)
+        wi = torch.tensor([vocab.index(w) for w in words])
+        table, counts = table_w[wi], counts_w[wi]
+        means = torch.nn.Parameter(self.means_.clone())
+        log_var = torch.nn.Parameter(self.vars_.log())
+        logits = torch.nn.Parameter(self.log_weights_.clone())
+        stay_logit = torch.nn.Parameter(torch.logit(self.log_stay_.exp()))
+        opt = torch.optim.Adam([means, log_var, logits, stay_logit], lr=lr)
+        frames = float(len_all.sum())
+        for _ in range(epochs):
+            self.means_ = means
+            self.vars_ = torch.maximum(log_var.exp(), self._floor)
+            self.log_weights_ = torch.log_softmax(logits, -1)
+            self.log_stay_ = torch.nn.functional.logsigmoid(stay_logit)
+            opt.zero_grad()
+            total = 0.0
+            for lo in range(0, x_all.shape[0], self.batch_size):
+                sl = slice(lo, lo + self.batch_size)
+                lens, tab, cnt = len_all[sl], table[sl], counts[sl]
+                comp = self._gathered(x_all[sl, : int(lens.max())], tab)       # (B, T, N, M)
+                stay, nxt = self._transitions(tab, cnt)
+                ll = _forward_differentiable(torch.logsumexp(comp, -1), stay, nxt, lens,
+                                             cnt - 1, self.end)
+                loss = -ll.sum() / frames
+                loss.backward(retain_graph=lo + self.batch_size < x_all.shape[0])
+                total += float(ll.detach().sum())
+            self.history_.append(total / frames)
+            opt.step()
+        with torch.no_grad():
+            self.means_ = means.detach().clone()
+            self.vars_ = torch.maximum(log_var.exp(), self._floor).detach()
+            self.log_weights_ = torch.log_softmax(logits, -1).detach()
+            self.log_stay_ = torch.nn.functional.logsigmoid(stay_logit).detach()
+        return self
+
     # ------------------------------------------------------------------ recognition
     @torch.no_grad()
     def score(self, features: Sequence, lexicon: Lexicon, words: Sequence[str] | None = None,
@@ -568,10 +665,21 @@ class PhoneHMMs:
         K, N = table.shape
         # Sort by length so that chunks are nearly unragged; keep each (B, T, K, N) emission
         # block near 8M elements.
-        order = torch.argsort(len_all, descending=True)
+        order = torch.argsort(len_all, descending=True, stable=True)
         safe = table.clamp(max=self.means_.shape[0] - 1).flatten()  # padding: never reached
         identity = safe.numel() == self.means_.shape[0] and bool(
             torch.equal(safe, torch.arange(safe.numel())))  # e.g. unshared models in order
+        if algorithm == "forward":
+            # Streaming scaled forward: emissions a few frames at a time, no (B, T, K, N) block.
+            step = max(1, 200_000 // (K * N))
+            for lo in range(0, x_all.shape[0], step):
+                idx = order[lo: lo + step]
+                lens = len_all[idx]
+                in_place = bool(torch.equal(idx, torch.arange(lo, lo + len(idx))))
+                x = x_all[lo: lo + len(idx)] if in_place else x_all[idx]     # no copy if sorted
+                out.append(self._forward_scores(x[:, : int(lens.max())], lens, safe, identity,
+                                                stay, nxt, counts - 1))
+            return torch.cat(out)[torch.argsort(order)].numpy()
         step = max(1, 8_000_000 // max(1, int(len_all.max()) * K * N))
         for lo in range(0, x_all.shape[0], step):
             idx = order[lo: lo + step]
@@ -585,6 +693,85 @@ class PhoneHMMs:
             out.append(recursion(logb, stay, nxt, lens, counts - 1, end=self.end))
         out = torch.cat(out)[torch.argsort(order)]
         return out.double().numpy()
+
+    def _forward_scores(self, x, lens, safe, identity, log_stay, log_next, last):
+        """Forward log-likelihoods (B, K) float64 of utterances sorted by decreasing length.
+
+        `forward_l2r`'s log-space recursion, streamed over time: the emissions of a few frames
+        at a time come from one matrix product of [x², x] with [−½σ⁻², μσ⁻²] (the expanded
+        quadratic form, constants added), and every step works in place in preallocated
+        buffers: no (B, T, K, N) block and no allocation per frame (on small machines a fresh
+        allocation costs more than the arithmetic). Since the utterances are sorted, the live
+        ones at frame t are a prefix of the batch. (A scaled forward in probability space was
+        tried and rejected: renormalizing per frame flushes states more than ~700 nats behind
+        the best one, and with ``end="final"`` such a path can come back and dominate.)
+        """
+        B, T, D = x.shape
+        G, M = self.means_.shape[:2]
+        K, N = log_stay.shape
+        dt = x.dtype
+        prec = 1.0 / self.vars_
+        weights = torch.cat([(-0.5 * prec).reshape(G * M, D),
+                             (self.means_ * prec).reshape(G * M, D)], 1).T.contiguous()
+        const = (-0.5 * (D * math.log(2 * math.pi) + torch.log(self.vars_).sum(-1)
+                         + (self.means_ * self.means_ * prec).sum(-1))
+                 + self.log_weights_).reshape(1, G * M)
+        stay = log_stay.clamp_min(_NEG)
+        beyond = torch.arange(N) >= last.unsqueeze(-1)
+        nxt = log_next.clamp_min(_NEG).masked_fill(beyond, _NEG)
+        xt = x.transpose(0, 1)                                               # (T, B, D)
+        chunk = max(1, min(T, 400_000 // (B * max(G * M, K * N))))
+        feats = torch.empty(chunk, B, 2 * D, dtype=dt)
+        comp = torch.empty(chunk * B, G * M, dtype=dt)
+        if M > 1:
+            comp_max = torch.empty(chunk * B, G, 1, dtype=dt)
+            state = torch.empty(chunk * B, G, dtype=dt)
+        picked = torch.empty(chunk * B, K * N, dtype=dt) if not identity else None
+        alpha = torch.full((B, K, N), _NEG, dtype=dt)
+        new = torch.full((B, K, N), _NEG, dtype=dt)
+        adv = torch.full((B, K, N + 1), _NEG, dtype=dt)     # adv[..., :-1]: into each state
+        kept = torch.empty(B, K, N, dtype=dt)
+        gap = torch.empty(B, K, N, dtype=dt)
+        n_live = [int((lens > t).sum()) for t in range(T)]
+        for t0 in range(0, T, chunk):
+            c = min(chunk, T - t0)
+            f, e = feats[:c], comp[: c * B]
+            torch.mul(xt[t0: t0 + c], xt[t0: t0 + c], out=f[..., :D])
+            f[..., D:].copy_(xt[t0: t0 + c])
+            torch.addmm(const, f.view(c * B, 2 * D), weights, out=e)
+            if M > 1:                                       # log Σ_m over the mixture
+                e3 = e.view(c * B, G, M)
+                cm = comp_max[: c * B]
+                torch.amax(e3, -1, keepdim=True, out=cm)
+                cm.clamp_min_(_NEG)
+                e3.sub_(cm).exp_()
+                st = state[: c * B]
+                torch.sum(e3, -1, out=st)
+                e = st.log_().add_(cm.squeeze(-1))
+            if not identity:                                # shared states -> word states
+                torch.index_select(e, 1, safe, out=picked[: c * B])
+                e = picked[: c * B]
+            lb = e.clamp_min_(_NEG).view(c, B, K, N)
+            for i in range(c):
+                t, n = t0 + i, n_live[t0 + i]
+                o = new[:n]
+                if t == 0:
+                    o[..., 0] = lb[i, :n, :, 0]
+                else:
+                    a, mv, kp, g = alpha[:n], adv[:n, :, :-1], kept[:n], gap[:n]
+                    torch.add(a, nxt, out=adv[:n, :, 1:])
+                    torch.add(a, stay, out=kp)
+                    torch.sub(kp, mv, out=g)
+                    # log(1 + e^−|Δ|): log of a number in [1, 2] is much cheaper than log1p
+                    # here, and the rounding of 1 + tiny is below 1e-16 nats.
+                    g.abs_().clamp_(max=60.0).neg_().exp_().add_(1.0).log_()
+                    torch.maximum(kp, mv, out=o)
+                    o.add_(g).add_(lb[i, :n])
+                if n < B:                                   # finished utterances keep their α
+                    new[n:] = alpha[n:]
+                alpha, new = new, alpha
+        ll = torch.logsumexp(alpha + _end_vector(log_next, last, N, self.end), dim=-1)
+        return ll.masked_fill(ll < _NEG / 2, NEG_INF).to(torch.float64)
 
     def predict(self, features: Sequence, lexicon: Lexicon, words: Sequence[str] | None = None,
                 *, algorithm: str = "forward") -> list[str]:
