@@ -103,7 +103,6 @@ def main() -> None:
         "prior_fraction_of_step_ratio": r_fast,
         "prior_fraction_of_step_init_ratio": t["fast"] / t["step"],
         "prior_fraction_of_step_settled_ratio": t_settled["fast"] / t_settled["step"],
-        "previous_kernel_fraction_of_step_ratio": 0.605,
         "naive_fraction_of_step_ratio": r_naive, "speedup_vs_naive_ratio": t["naive"] / t["fast"],
         "saved_bytes_fast": mem_fast, "saved_bytes_naive": mem_naive,
         "saved_bytes_naive_over_fast_ratio": mem_naive / mem_fast,

@@ -65,5 +65,16 @@ def test_split_variants_is_disjoint_and_deterministic():
     assert set(train) | set(test) <= set(bdg.VARIANT_POOL)
     assert not set(bdg.WHISPERED) & set(bdg.VARIANT_POOL)
     assert bdg.split_variants(73, 25) == (train, test)
+    assert bdg.split_variants(73, 25, seed=0) == (train, test)
+    other = bdg.split_variants(73, 25, seed=1)                # each seed draws its own split
+    assert set(other[1]) != set(test) and not set(other[0]) & set(other[1])
+    assert bdg.split_variants(73, 25, seed=1) == other
     with pytest.raises(ValueError, match="n_train"):
         bdg.split_variants(len(bdg.VARIANT_POOL), 1)
+
+
+def test_syllable_speaker_styles_do_not_depend_on_the_split():
+    alone = bdg.syllable_speakers(["klatt5"], 3, seed=1)
+    among = bdg.syllable_speakers(["m1", "klatt5", "zac"], 3, seed=1)
+    assert among[3:6] == alone and len(set(alone)) == 3
+    assert bdg.syllable_speakers(["klatt5"], 3, seed=2) != alone

@@ -16,11 +16,12 @@ set to the mean of its most responsible component (`tying.compress`).
 >>> net[0].weight.grad is not None and prior.means.grad is not None
 True
 
-How it is fast: ``prior()`` is one custom ``autograd.Function`` per covered tensor. Its forward
-walks the weights in chunks of ``chunk_size`` and computes, in closed form and without a
-per-weight max, the value and all gradients (∂/∂w_i = Σ_j r_ij λ_j (w_i − μ_j), ∂/∂μ_j,
-∂/∂log λ_j, ∂/∂log π_j) in seven passes over each (J, C) block, two of them small matrix
-products (see `_fused_nll`). Nothing of size N×J is kept: memory is O(chunk_size·J + N), and
+How it is fast: ``prior()`` is one custom ``autograd.Function`` call for all covered tensors
+(one per dtype). Its forward walks the weights in chunks of ``chunk_size`` and computes, in
+closed form and without a per-weight max, the value and all gradients (∂/∂w_i =
+Σ_j r_ij λ_j (w_i − μ_j), ∂/∂μ_j, ∂/∂log λ_j, ∂/∂log π_j) in seven passes over each (J, C)
+block, two of them small matrix products (see `_fused_nll`). Nothing of size N×J is kept:
+memory is O(chunk_size·J + N), and
 the backward pass only scales the saved gradients. The naive version (autodiff through an N×J
 logsumexp, `naive_neg_log_likelihood`) is kept as the test oracle and the benchmark's peer;
 `benchmarks/bench_mixture_prior.py` measures both against a LeNet-5-Caffe training step.
@@ -84,38 +85,46 @@ def naive_neg_log_likelihood(w: torch.Tensor, mu: torch.Tensor, log_lambda: torc
 
 
 class _MixtureNLL(torch.autograd.Function):
-    """−Σ_i log Σ_j exp(log π_j + ½ log λ_j − ½ log 2π − ½ λ_j (w_i − μ_j)²), chunked."""
+    """−Σ_i log Σ_j exp(log π_j + ½ log λ_j − ½ log 2π − ½ λ_j (w_i − μ_j)²), chunked.
+
+    ``apply(mu, log_lambda, log_pi, chunk_size, *ws)``: every weight tensor of ``ws`` (one
+    dtype) in one call, so the setup and the buffers are shared and no tensor gets a tiny chunk.
+    """
 
     @staticmethod
-    def forward(ctx, w, mu, log_lambda, log_pi, chunk_size: int):
+    def forward(ctx, mu, log_lambda, log_pi, chunk_size: int, *ws):
         # The chunks' ops are small; on a loaded machine they run best on one intra-op thread.
         # That is the caller's choice (the experiment runner uses one thread), not a global
         # that a library should flip behind the user's back.
-        return _MixtureNLL._forward(ctx, w, mu, log_lambda, log_pi, chunk_size)
-
-    @staticmethod
-    def _forward(ctx, w, mu, log_lambda, log_pi, chunk_size: int):
-        need = any(ctx.needs_input_grad[:4])
-        gw, g_mu, g_loglam, g_logpi, total = _fused_nll(w.detach(), mu.detach(),
-                                                          log_lambda.detach(), log_pi.detach(),
-                                                          chunk_size, need)
+        need = any(ctx.needs_input_grad[:3]) or any(ctx.needs_input_grad[4:])
+        gws, g_mu, g_loglam, g_logpi, total = _fused_nll(
+            [w.detach() for w in ws], mu.detach(), log_lambda.detach(), log_pi.detach(),
+            chunk_size, need)
         if need:
-            ctx.save_for_backward(gw.view_as(w), g_mu, g_loglam, g_logpi)
+            ctx.save_for_backward(g_mu, g_loglam, g_logpi, *gws)
+            ctx.shapes = [w.shape for w in ws]
         return total
 
     @staticmethod
     def backward(ctx, grad_out):
-        gw, g_mu, g_loglam, g_logpi = ctx.saved_tensors
-        return gw * grad_out, g_mu * grad_out, g_loglam * grad_out, g_logpi * grad_out, None
+        g_mu, g_loglam, g_logpi, *gws = ctx.saved_tensors
+        g_ws = [(gw * grad_out).view(shape) for gw, shape in zip(gws, ctx.shapes, strict=True)]
+        return (g_mu * grad_out, g_loglam * grad_out, g_logpi * grad_out, None, *g_ws)
 
 
-def _fused_nll(w, mu, log_lambda, log_pi, chunk_size: int, need_grad: bool):
+def _fused_nll(ws, mu, log_lambda, log_pi, chunk_size: int, need_grad: bool):
     """Value and closed-form gradients of −Σ_i log Σ_j π_j N(w_i | μ_j, 1/λ_j), chunked.
 
+    ``ws`` is a list of weight tensors (of ``mu``'s dtype); returns one ∂/∂w per tensor (flat).
     Per chunk of C weights, in a (J, C) layout, seven passes over J·C numbers (eager PyTorch;
     measured on LeNet-5-Caffe's 430k weights: half the time of the previous max-subtracting
     kernel, 10–30× less than autodiff through the N×J logsumexp; torch.compile of the same
-    chunk body measured no faster):
+    chunk body measured no faster). Around them, per chunk, six small ops on (3, C) rows,
+    all writing into buffers allocated once per call, through views made in bulk (no
+    per-chunk tensor, no list to stack, no host sync: the far-weight check reads log s_i of
+    every weight once, after the loop). With one call for all tensors, this is ~1.4× faster
+    than the previous version of this kernel (same run, interleaved; 0.30× → ~0.2× a
+    LeNet-5-Caffe step):
 
     - z = s_j (w_i − μ_j) with s_j = √(λ_j / 2) and ℓ_ij = (c_j − M) − z² (two fused
       multiply-adds), c_j = log π_j + ½ log λ_j − ½ log 2π, M = max_j c_j: ℓ ≤ 0, so no
@@ -125,87 +134,93 @@ def _fused_nll(w, mu, log_lambda, log_pi, chunk_size: int, need_grad: bool):
       component (s_i < e^−30) are redone with their own max;
     - s and the gradients as two small matrix products with 1/s_i folded in: with r = e / s,
       ∂/∂w_i = Σ_j λ_j r_ij (w_i − μ_j) = w_i (λᵀr)_i − ((λμ)ᵀr)_i, and the per-component
-      sums Σ_i r_ij, Σ_i r_ij w_i, Σ_i r_ij w_i² (accumulated in float64) give ∂/∂μ_j,
-      ∂/∂log λ_j and ∂/∂log π_j.
+      sums Σ_i r_ij, Σ_i r_ij w_i, Σ_i r_ij w_i² (float32 per chunk, summed over chunks in
+      float64) give ∂/∂μ_j, ∂/∂log λ_j and ∂/∂log π_j; Σ_i log s_i likewise (blocks of 1024).
 
     Nothing of size N×J is kept: memory is O(C·J + N).
     """
-    flat = w.reshape(-1)
-    n, j = flat.numel(), mu.numel()
-    dt = flat.dtype
-    f64 = dt == torch.float64
-    floor, bad_below = (-700.0, -650.0) if f64 else (-80.0, -30.0)
+    flats = [w.reshape(-1) for w in ws]
+    n, j = sum(f.numel() for f in flats), mu.numel()
+    dt = mu.dtype
+    floor, bad_below = (-700.0, -650.0) if dt == torch.float64 else (-80.0, -30.0)
     lam = log_lambda.exp()
     const = log_pi + 0.5 * log_lambda - 0.5 * _LOG_2PI
     big_m = const.max()
     sc = (0.5 * lam).sqrt().unsqueeze(1)                                   # (J, 1)
     mu_c = mu.unsqueeze(1)                                                 # (J, 1)
     cm = (const - big_m).unsqueeze(1)                                      # (J, 1)
-    lmat = torch.stack([torch.ones_like(lam), lam, lam * mu])              # (3, J)
-    parts: list[torch.Tensor] = []                                         # (3, J) per chunk
-    logs_sums: list[torch.Tensor] = []
-    gw = torch.empty_like(flat) if need_grad else None
-    c = max(1, min(int(chunk_size), n))
-    zbuf = torch.empty(j, c, dtype=dt)
+    # rows: s = Σ_j e, −λᵀe, −(λμ)ᵀe (negated so that ∂/∂w needs no final sign flip)
+    lmat = torch.stack([torch.ones_like(lam), -lam, -lam * mu])            # (3, J)
+    c = max(1, min(int(chunk_size), max(f.numel() for f in flats)))
+    # buffers allocated once per call and reused by every chunk; per-chunk views made in bulk
+    logs = torch.empty(n, dtype=dt)                                        # log s_i − … per weight
+    gws = [torch.empty_like(f) for f in flats] if need_grad else None
+    chunks: list[tuple] = []
+    off = 0
+    for t, f in enumerate(flats):
+        lv = logs[off:off + f.numel()].split(c)
+        chunks += zip(f.split(c), lv, gws[t].split(c) if need_grad else lv, strict=True)
+        off += f.numel()
     ebuf = torch.empty(j, c, dtype=dt)
+    gbuf = torch.empty(3, c, dtype=dt)
     fbuf = torch.empty(3, c, dtype=dt)
-    thresh = math.exp(bad_below)
-    for a in range(0, n, c):
-        wc = flat[a:a + c]
+    parts = torch.empty(len(chunks), 3, j, dtype=dt) if need_grad else None
+    part_views = parts.unbind(0) if need_grad else None
+    full = (ebuf, ebuf.T, gbuf, gbuf.unbind(0), fbuf, fbuf.unbind(0))
+    for ci, (wc, lc, gc) in enumerate(chunks):
         k = wc.numel()
-        z = torch.sub(wc, mu_c, out=zbuf[:, :k]).mul_(sc)                 # s (w − μ)
-        ell = torch.addcmul(cm, z, z, value=-1.0, out=ebuf[:, :k])         # ℓ = c − M − z²
-        e = ell.clamp_(min=floor).exp_()
-        g = lmat @ e if need_grad else None                                # (3, k): s, λᵀe, (λμ)ᵀe
-        s = g[0] if need_grad else e.sum(0)
-        if s.min().item() < thresh:
-            # far from every component: recompute these weights with their own max
-            bad = s < thresh
-            d = wc[bad] - mu_c
-            lb = torch.addcmul(const.unsqueeze(1), d * d, lam.unsqueeze(1), value=-0.5)
-            mb = lb.amax(0)
-            sb = (lb - mb).clamp_(min=floor).exp_()
-            e[:, bad] = sb
-            if need_grad:
-                g = lmat @ e
-                s = g[0]
-            else:
-                s = e.sum(0)
-            shift = torch.zeros_like(s)
-            shift[bad] = mb - big_m
-            logs_sums.append((s.log() + shift).sum(dtype=torch.float64))
+        if k == c:
+            e, e_t, g, (g0, g1, g2), f, (f0, f1, f2) = full
         else:
-            logs_sums.append(s.log().sum(dtype=torch.float64))
-        if not need_grad:
-            continue
-        f = fbuf[:, :k]
-        inv = torch.reciprocal(s, out=f[0])
-        iw = torch.mul(inv, wc, out=f[1])
-        torch.mul(iw, wc, out=f[2])
-        # Σ_j λ r (w − μ) = (w λᵀe − (λμ)ᵀe) / s, stored negated and flipped once at the end
-        torch.addcmul(g[2], wc, g[1], value=-1.0, out=gw[a:a + k]).mul_(inv)
-        # (3, k) @ (k, J): this orientation is ~15× faster than (J, k) @ (k, 3)
-        parts.append(f @ e.T)
-    total = -(torch.stack(logs_sums).sum() + n * big_m.double())
+            e, g, f = ebuf[:, :k], gbuf[:, :k], fbuf[:, :k]
+            e_t, (g0, g1, g2), (f0, f1, f2) = e.T, g.unbind(0), f.unbind(0)
+        torch.sub(wc, mu_c, out=e).mul_(sc)                                # z = s (w − μ)
+        torch.addcmul(cm, e, e, value=-1.0, out=e).clamp_(min=floor).exp_()  # exp(c − M − z²)
+        if need_grad:
+            torch.mm(lmat, e, out=g)                                       # s, −λᵀe, −(λμ)ᵀe
+            torch.mul(torch.mul(torch.reciprocal(g0, out=f0), wc, out=f1), wc, out=f2)
+            torch.mm(f, e_t, out=part_views[ci])                           # (3, k) @ (k, J)
+            # Σ_j λ_j r_ij (w_i − μ_j) = (w_i (λᵀe)_i − ((λμ)ᵀe)_i) / s_i
+            torch.addcmul(g2, wc, g1, value=-1.0, out=gc).mul_(f0)
+            torch.log(g0, out=lc)
+        else:
+            torch.log(torch.sum(e, 0, out=g0), out=lc)
+    if n and logs.min().item() < bad_below:
+        # weights far from every component: redo their chunks, each such weight with its own max
+        for ci, (wc, lc, gc) in enumerate(chunks):
+            if lc.min().item() >= bad_below:
+                continue
+            d2 = (wc - mu_c) ** 2
+            ell = torch.addcmul(const.unsqueeze(1), d2, lam.unsqueeze(1), value=-0.5)
+            mx = ell.amax(0)
+            e = (ell - mx).clamp_(min=floor).exp_()
+            g = lmat @ e
+            inv = g[0].reciprocal()
+            if need_grad:
+                parts[ci] = torch.stack([inv, inv * wc, inv * wc * wc]) @ e.T
+                gc.copy_((g[2] - wc * g[1]) * inv)
+            lc.copy_(g[0].log() + (mx - big_m))
+    # Σ_i log s_i: float32 sums over blocks of 1024, float64 across blocks
+    r = n - n % 1024
+    log_sum = logs[:r].view(-1, 1024).sum(1).double().sum() + logs[r:].double().sum()
+    total = -(log_sum + n * big_m.double())
     g_mu = g_loglam = g_logpi = None
     if need_grad:
-        gw.neg_()
-        acc = torch.stack(parts).double().sum(0).T                          # (J, 3)
+        acc = parts.double().sum(0).T                                      # (J, 3)
         mu64, lam64 = mu.double(), lam.double()
         s_r, s_rw, s_rww = acc[:, 0], acc[:, 1], acc[:, 2]
         s_rd = s_rw - mu64 * s_r                                           # Σ r (w − μ)
         s_rdd = (s_rww - 2.0 * mu64 * s_rw + mu64 * mu64 * s_r).clamp_min(0.0)
-        g_mu = (-lam64 * s_rd).to(mu.dtype)
-        g_loglam = (-0.5 * s_r + 0.5 * lam64 * s_rdd).to(mu.dtype)
-        g_logpi = (-s_r).to(mu.dtype)
-    return gw, g_mu, g_loglam, g_logpi, total.to(dt)
-
+        g_mu = (-lam64 * s_rd).to(dt)
+        g_loglam = (-0.5 * s_r + 0.5 * lam64 * s_rdd).to(dt)
+        g_logpi = (-s_r).to(dt)
+    return gws, g_mu, g_loglam, g_logpi, total.to(dt)
 
 
 def mixture_nll(w: torch.Tensor, mu: torch.Tensor, log_lambda: torch.Tensor,
                 log_pi: torch.Tensor, chunk_size: int = 8192) -> torch.Tensor:
     """The fast −log p(w | θ) (same value and gradients as `naive_neg_log_likelihood`)."""
-    return _MixtureNLL.apply(w, mu, log_lambda, log_pi, int(chunk_size))
+    return _MixtureNLL.apply(mu, log_lambda, log_pi, int(chunk_size), w)
 
 
 class MixturePrior(nn.Module):
@@ -329,10 +344,13 @@ class MixturePrior(nn.Module):
     def neg_log_likelihood(self) -> torch.Tensor:
         """−log p(w | θ), summed over the covered weights (fast path)."""
         mu, loglam, logpi = self.component_means(), self.log_precisions, self.log_mixing()
-        total = None
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
         for _, p in self._targets:
-            term = mixture_nll(p, mu.to(p.dtype), loglam.to(p.dtype), logpi.to(p.dtype),
-                               self.chunk_size)
+            by_dtype.setdefault(p.dtype, []).append(p)
+        total = None
+        for dt, ps in by_dtype.items():
+            # one fused call per dtype: shared setup and buffers, no tiny chunk per small tensor
+            term = _MixtureNLL.apply(mu.to(dt), loglam.to(dt), logpi.to(dt), self.chunk_size, *ps)
             total = term if total is None else total + term
         return total
 
