@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_write_bytes
-from .mixture import MixturePrior, kmeans_1d, select_parameters
+from .mixture import MixturePrior, kmeans_1d, most_responsible, select_parameters
 
 __all__ = ["Compressed", "CompressionStats", "compress", "kmeans_quantize_",
            "magnitude_masks"]
@@ -449,12 +449,7 @@ def compress(model: nn.Module, prior: MixturePrior | Sequence[MixturePrior], *,
             continue
         mu, loglam, logpi = owner[n]
         n_comp = max(n_comp, int(mu.numel()))
-        lam = loglam.exp()
-        flat = w.reshape(-1).double()
-        comp = torch.empty(flat.numel(), dtype=torch.int64)
-        for a in range(0, flat.numel(), 1 << 15):
-            d = flat[a:a + (1 << 15)].unsqueeze(1) - mu
-            comp[a:a + (1 << 15)] = (logpi + 0.5 * loglam - 0.5 * lam * d * d).argmax(1)
+        comp = most_responsible(w.double(), mu, loglam, logpi)
         values = mu[comp].float()
         values[values.abs() < 1e-12] = 0.0                  # the zero component: pruned
         used = torch.unique(values)

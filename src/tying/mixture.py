@@ -217,6 +217,19 @@ def _fused_nll(ws, mu, log_lambda, log_pi, chunk_size: int, need_grad: bool):
     return gws, g_mu, g_loglam, g_logpi, total.to(dt)
 
 
+@torch.no_grad()
+def most_responsible(w: torch.Tensor, mu: torch.Tensor, log_lambda: torch.Tensor,
+                     log_pi: torch.Tensor, chunk_size: int = 1 << 15) -> torch.Tensor:
+    """argmax_j of log π_j + ½ log λ_j − ½ λ_j (w − μ_j)² for every weight: (N,) int64, chunked."""
+    flat = w.reshape(-1)
+    lam = log_lambda.exp()
+    out = torch.empty(flat.numel(), dtype=torch.int64)
+    for a in range(0, flat.numel(), chunk_size):
+        d = flat[a:a + chunk_size].to(mu.dtype).unsqueeze(1) - mu
+        out[a:a + chunk_size] = (log_pi + 0.5 * log_lambda - 0.5 * lam * d * d).argmax(1)
+    return out
+
+
 def mixture_nll(w: torch.Tensor, mu: torch.Tensor, log_lambda: torch.Tensor,
                 log_pi: torch.Tensor, chunk_size: int = 8192) -> torch.Tensor:
     """The fast −log p(w | θ) (same value and gradients as `naive_neg_log_likelihood`)."""
@@ -421,12 +434,8 @@ class MixturePrior(nn.Module):
     @torch.no_grad()
     def assign(self, w: torch.Tensor) -> torch.Tensor:
         """The index of each weight's most responsible component (chunked; (N,) int64)."""
-        flat = w.reshape(-1)
-        out = torch.empty(flat.numel(), dtype=torch.int64)
-        for a in range(0, flat.numel(), self.chunk_size):
-            out[a:a + self.chunk_size] = self.responsibilities(flat[a:a + self.chunk_size]) \
-                .argmax(1)
-        return out
+        return most_responsible(w, self.component_means(), self.log_precisions,
+                                self.log_mixing(), self.chunk_size)
 
     def em_step(self, *, update_means: bool = True, update_precisions: bool = True,
                 update_mixing: bool = True) -> MixturePrior:

@@ -134,6 +134,17 @@ def _exp(x: torch.Tensor) -> torch.Tensor:
     return torch.exp(x.clamp_min(-80.0)) * (x > -80.0)
 
 
+def _l2r_transitions(log_stay: torch.Tensor, log_next: torch.Tensor, last: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Floored (stay, advance) log-probabilities (..., N); advancing past ``last`` is −∞-like.
+
+    Never advancing past a model's final state makes padding states (and their emissions)
+    unreachable whatever their values.
+    """
+    beyond = torch.arange(log_next.shape[-1], device=log_next.device) >= last.unsqueeze(-1)
+    return log_stay.clamp_min(_NEG), log_next.clamp_min(_NEG).masked_fill(beyond, _NEG)
+
+
 def forward_l2r(log_b: torch.Tensor, log_stay: torch.Tensor, log_next: torch.Tensor,
                 lengths: torch.Tensor, last: torch.Tensor, *, end: str = "final",
                 return_alpha: bool = False):
@@ -164,11 +175,7 @@ def forward_l2r(log_b: torch.Tensor, log_stay: torch.Tensor, log_next: torch.Ten
     """
     B, T, K, N = log_b.shape
     log_bt = _time_major(log_b)                                            # (T, B, K, N)
-    stay = log_stay.clamp_min(_NEG)
-    # Never advance past a model's final state, so padding states (and their emissions) are
-    # unreachable whatever their values.
-    beyond = torch.arange(N, device=log_b.device) >= last.unsqueeze(-1)
-    nxt = log_next.clamp_min(_NEG).masked_fill(beyond, _NEG)
+    stay, nxt = _l2r_transitions(log_stay, log_next, last)
     ragged = bool((lengths < T).any())
     alive = torch.arange(T, device=log_b.device).unsqueeze(0) < lengths.unsqueeze(1)
     alpha = torch.full((B, K, N), _NEG, dtype=log_b.dtype, device=log_b.device)
@@ -236,9 +243,7 @@ def viterbi_l2r(log_b: torch.Tensor, log_stay: torch.Tensor, log_next: torch.Ten
     """
     B, T, K, N = log_b.shape
     log_bt = _time_major(log_b)                                            # (T, B, K, N)
-    log_stay = log_stay.clamp_min(_NEG)
-    beyond = torch.arange(N, device=log_b.device) >= last.unsqueeze(-1)
-    adv = log_next.clamp_min(_NEG).masked_fill(beyond, _NEG)
+    log_stay, adv = _l2r_transitions(log_stay, log_next, last)
     ragged = bool((lengths < T).any())
     alive = torch.arange(T, device=log_b.device).unsqueeze(0) < lengths.unsqueeze(1)
     delta = torch.full((B, K, N), _NEG, dtype=log_b.dtype, device=log_b.device)
@@ -315,9 +320,7 @@ def _forward_differentiable(log_b, log_stay, log_next, lengths, last, end):
     """
     B, T, N = log_b.shape
     log_b = log_b.clamp_min(_NEG)
-    stay = log_stay.clamp_min(_NEG)
-    beyond = torch.arange(N) >= last.unsqueeze(-1)
-    nxt = log_next.clamp_min(_NEG).masked_fill(beyond, _NEG)
+    stay, nxt = _l2r_transitions(log_stay, log_next, last)
     start = torch.full((B, N), _NEG, dtype=log_b.dtype)
     start[:, 0] = 0.0
     alpha = start + log_b[:, 0]
@@ -670,7 +673,7 @@ class PhoneHMMs:
         identity = safe.numel() == self.means_.shape[0] and bool(
             torch.equal(safe, torch.arange(safe.numel())))  # e.g. unshared models in order
         if algorithm == "forward":
-            # Streaming scaled forward: emissions a few frames at a time, no (B, T, K, N) block.
+            # Streaming log-space forward: emissions a few frames at a time, no (B, T, K, N) block.
             step = max(1, 200_000 // (K * N))
             for lo in range(0, x_all.shape[0], step):
                 idx = order[lo: lo + step]
@@ -716,9 +719,7 @@ class PhoneHMMs:
         const = (-0.5 * (D * math.log(2 * math.pi) + torch.log(self.vars_).sum(-1)
                          + (self.means_ * self.means_ * prec).sum(-1))
                  + self.log_weights_).reshape(1, G * M)
-        stay = log_stay.clamp_min(_NEG)
-        beyond = torch.arange(N) >= last.unsqueeze(-1)
-        nxt = log_next.clamp_min(_NEG).masked_fill(beyond, _NEG)
+        stay, nxt = _l2r_transitions(log_stay, log_next, last)
         xt = x.transpose(0, 1)                                               # (T, B, D)
         chunk = max(1, min(T, 400_000 // (B * max(G * M, K * N))))
         feats = torch.empty(chunk, B, 2 * D, dtype=dt)
