@@ -71,8 +71,12 @@ def test_han_ratio_formula_by_hand():
     c = Compressed.from_model(net, quantized=["weight"])
     s = c.stats
     assert s.n_entries == 3 and s.n_nonzero == 2
-    # entries · (5 relative bits + ⌈log₂ 2⌉) + 32 · codebook(2)
-    assert s.bits_han == 3 * (5 + 1) + 32 * 2
+    # before entropy coding: entries · (5 relative bits + ⌈log₂ 2⌉) + 32 · codebook(2)
+    assert s.bits_fixed == 3 * (5 + 1) + 32 * 2
+    assert s.ratio_fixed == pytest.approx(32 * 64 / s.bits_fixed)
+    # Huffman-coded (Han's P+Q+H): relative indices [0, 31 (filler), 7] are three symbols
+    # used once each (code lengths 1, 2, 2); codebook indices [1, 0, 1] take 1 bit each
+    assert s.bits_han == (1 + 2 + 2) + 3 * 1 + 32 * 2
     assert s.ratio_han == pytest.approx(32 * 64 / s.bits_han)
 
 
@@ -235,3 +239,20 @@ def test_compress_with_one_mixture_per_layer():
         tying.compress(net, [priors[0], tying.MixturePrior(net, 3, include="0.weight")])
     with pytest.raises(TypeError, match="sequence"):
         tying.compress(net, [])
+
+
+def test_han_count_is_the_huffman_coded_streams_of_the_file():
+    g = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
+    with torch.no_grad():
+        for lin in (net[0], net[2]):   # 5% non-zero, 4 skewed shared values
+            keep = torch.rand(lin.weight.shape, generator=g) < 0.05
+            vals = torch.tensor([0.1, -0.1, 0.3, -0.5])[
+                torch.multinomial(torch.tensor([0.6, 0.3, 0.07, 0.03]), lin.weight.numel(),
+                                  replacement=True, generator=g)]
+            lin.weight.copy_(vals.view_as(lin.weight) * keep)
+    s = Compressed.from_model(net, quantized=["0.weight", "2.weight"]).stats
+    # entropy coding only saves bits, and the file holds those streams plus tables and header
+    assert s.bits_han < s.bits_fixed
+    assert s.bits_han <= 8 * s.file_bytes < 1.1 * s.bits_han + 8 * 1024
+    assert s.ratio_han > s.ratio_fixed

@@ -86,3 +86,16 @@ def test_sws_retrain_moves_weights_and_mixture(mixture):
     with pytest.raises(ValueError, match="mixture"):
         _sws_retrain(net, priors, split, epochs=1, batch_size=256,
                      generator=torch.Generator(), mixture="sgd")
+
+
+def test_full_preset_schedules_per_model_name_their_metrics():
+    from tying.experiments.sws import _metric_key, _per_model, _sws_label
+
+    cfg = get_experiment("sws").presets["full"]
+    for mname in cfg["models"]:
+        schedules = _per_model(cfg, "sws", mname)
+        assert schedules, mname
+        for k, pt in enumerate(schedules):
+            assert _metric_key(mname, _sws_label(pt), cfg) == f"{mname}_sws{k}"
+            assert _metric_key(mname, _sws_label(pt) + " + fine-tune", cfg) == \
+                f"{mname}_sws{k}_ft"

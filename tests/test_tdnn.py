@@ -72,3 +72,19 @@ def test_bad_inputs():
         net(torch.randn(2, 15, 16))
     with pytest.raises(ValueError, match="shorter than the context"):
         net(torch.randn(2, 16, 5))
+
+
+def test_pad_gives_edge_frames_full_windows():
+    torch.manual_seed(0)
+    layers = [TDNNLayer(4, window=5), TDNNLayer(3, window=3, subsample=2)]
+    net = TDNN(2, layers, readout="flatten", input_length=12, pad=3)
+    plain = TDNN(2, layers, readout="flatten", input_length=18)
+    plain.load_state_dict(net.state_dict())          # same parameters: pad adds none
+    x = torch.randn(4, 2, 12)
+    # padding is exactly running the unpadded stack on a zero-extended sequence
+    torch.testing.assert_close(net(x), plain(torch.nn.functional.pad(x, (3, 3))))
+    assert net.out_length == (18 - 4 - 2) // 2
+    twin = net.unshared_twin()
+    assert twin.pad == 3 and twin(x).shape == net(x).shape
+    with pytest.raises(ValueError, match="pad must be a non-negative int"):
+        TDNN(2, layers, pad=-1)

@@ -29,6 +29,10 @@ __all__ = ["accuracy", "random_shift", "train_classifier"]
 _TDNN_LAYERS = (TDNNLayer(32, window=5),
                 TDNNLayer(64, window=5, subsample=2, trainable_subsample=True),
                 TDNNLayer(64, window=3), TDNNLayer(64, window=3))
+# Zero frames at each end of the input: the stack's receptive-field half-width (16 frames wide),
+# so patterns at the edges get full windows. Chosen on a 3000/1000 validation split of the
+# training set, where it helped the TDNN; the test set played no part.
+_TDNN_PAD = 8
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -114,7 +118,7 @@ class GenericCNN(nn.Module):
 
 def _tdnn(length: int, activation: str, shared: bool = True) -> TDNN:
     return TDNN(1, _TDNN_LAYERS, 10, readout="max", activation=activation, shared=shared,
-                input_length=length)
+                input_length=length, pad=_TDNN_PAD)
 
 
 def build_model(name: str, length: int) -> nn.Module:
@@ -255,8 +259,10 @@ def run_mnist1d(ctx: Context):
         f"All models trained alike: AdamW (lr {cfg['lr']}, one-cycle, weight decay "
         f"{cfg['weight_decay']}), batch {cfg['batch_size']}, {cfg['epochs']} epochs, random "
         f"shifts of ±{cfg['max_shift']} frames.",
-        "TDNN: TimeDelay 32@window 5 → 64@5 → trainable Subsample(2) → 64@3 → 64@3, max over "
-        "time, linear. "
+        f"TDNN: input zero-padded by {_TDNN_PAD} frames at each end, TimeDelay 32@window 5 → "
+        "64@5 → trainable Subsample(2) → 64@3 → 64@3, max over time, linear. The padding was "
+        "chosen on a 3000/1000 validation split of the training set (it helped the TDNN there; "
+        "the generic CNN, whose every layer pads, stayed ahead on that split). "
         "The twin swaps each TimeDelay for a LocallyConnected1d with the same context.",
     ]
     return res

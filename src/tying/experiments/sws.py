@@ -205,6 +205,7 @@ def _row(method, model_name, err_before, err_after, packed: Compressed, dense_pa
     return {"model": model_name, "method": method, "error_before_%": err_before,
             "error_after_%": err_after, "nonzero_%": s.nonzero_percent,
             "ratio_han": 32 * dense_params / max(s.bits_han, 1),
+            "ratio_fixed": 32 * dense_params / max(s.bits_fixed, 1),
             "file_bytes": s.file_bytes, "ratio_file": 4 * dense_params / s.file_bytes}
 
 
@@ -262,17 +263,22 @@ def _sws_label(pt: dict) -> str:
         "full": {"data": "fashion-mnist", "limit_train": None, "holdout": 0,
                  "models": ["lenet300", "lenet5caffe"], "batch_size": 128,
                  "pretrain_epochs": {"lenet300": 10, "lenet5caffe": 3}, "lr": 1e-3,
-                 "retrain_epochs": {"lenet300": 5, "lenet5caffe": 2},
+                 # long enough for the components to narrow (with 2-5 epochs they stayed at
+                 # their initial width and quantization zeroed weights up to ~0.1)
+                 "retrain_epochs": {"lenet300": 40, "lenet5caffe": 10},
                  "components": 17, "pi_zero": 0.99, "gamma": [250.0, 0.1],
                  "gamma_zero": [5000.0, 2.0], "init": "kmeans", "mixture": "adam",
                  "per_layer": False, "lr_w": 1e-3, "lr_mu": 1e-4, "lr_prec": 3e-3,
                  "lr_pi": 3e-3, "em_every": 50,
                  # (τ, τ_end) schedules: the first is the headline (all seeds), the others
-                 # trace the curve on the first seed
-                 "sws": [{"tau": 0.01, "tau_end": 10.0}, {"tau": 0.003, "tau_end": 3.0},
-                         {"tau": 0.05, "tau_end": 50.0}], "warmup": 0.0,
-                 "dc_sparsity_scale": [1.0, 0.8],
-                 "dc_retrain_epochs": {"lenet300": 5, "lenet5caffe": 2},
+                 # trace the curve on the first seed (chosen on the validation split)
+                 "sws": {"lenet300": [{"tau": 0.05, "tau_end": 50.0},
+                                      {"tau": 0.03, "tau_end": 30.0},
+                                      {"tau": 0.1, "tau_end": 100.0}],
+                         "lenet5caffe": [{"tau": 0.03, "tau_end": 30.0},
+                                         {"tau": 0.05, "tau_end": 50.0}]},
+                 "warmup": 0.0, "dc_sparsity_scale": [1.0, 0.8],
+                 "dc_retrain_epochs": {"lenet300": 40, "lenet5caffe": 10},
                  "kmeans_bits": [2, 3, 5], "hashed": [1 / 8, 1 / 64],
                  "hashed_epochs": {"lenet300": 6, "lenet5caffe": 2}, "hashed_seeds": 1,
                  "curve_seeds": 1, "finetune_epochs": {"lenet300": 3, "lenet5caffe": 1},
@@ -312,8 +318,9 @@ def run_sws(ctx: Context):
                                       "ratio_file": 1.0, "error_before_%": err0})
 
             # --- soft weight sharing: one retraining per τ schedule (the curve)
-            curve = si < cfg.get("curve_seeds", len(ctx.seeds))
-            for k, pt in enumerate(cfg["sws"]):
+            curve = si < (_per_model(cfg, "curve_seeds", mname) if "curve_seeds" in cfg
+                          else len(ctx.seeds))
+            for k, pt in enumerate(_per_model(cfg, "sws", mname)):
                 if k > 0 and not curve:   # the curve's other points: first seed(s) only
                     continue
                 model = copy.deepcopy(base)
@@ -390,7 +397,7 @@ def run_sws(ctx: Context):
                     packed = Compressed.from_model(model)
                     n_real = sum(p.numel() for p in model.parameters())
                     row = _row("", mname, err0, err, packed, dense)
-                    row["ratio_han"] = dense / n_real
+                    row["ratio_han"] = row["ratio_fixed"] = dense / n_real
                     row["nonzero_%"] = 100.0 * n_real / dense
                     add(mname, f"HashedNets 1/{round(1 / c)}", row)
 
@@ -407,17 +414,20 @@ def run_sws(ctx: Context):
             res.add_metric(f"{key}_nonzero_percent", [r["nonzero_%"] for r in rs], "%")
             res.add_metric(f"{key}_ratio_file", [r["ratio_file"] for r in rs], "×")
     res.add_table("Compression on the same networks: mean ± std over seeds (ratio_han: Han "
-                  "et al.'s formula; ratio_file: float32 dense bytes / our file's bytes, biases "
-                  "counted)", rows)
+                  "et al.'s count, Huffman-coded streams, as in their and Ullrich et al.'s "
+                  "tables; ratio_fixed: the same before entropy coding; ratio_file: float32 "
+                  "dense bytes / our file's bytes; biases counted in all three)", rows)
     curves = _claims(res, cfg, rows)
     _plots(ctx, res, curves, hist)
     n_seeds = len(ctx.seeds)
     held = f", the last {cfg['holdout']} held out for evaluation" if cfg.get("holdout") else ""
+    curve_seeds = ({m: min(n_seeds, _per_model(cfg, "curve_seeds", m)) for m in cfg["models"]}
+                   if "curve_seeds" in cfg else n_seeds)
     res.notes.append(
         f"data: {cfg['data']} (training images: {cfg.get('limit_train') or 'all'}{held}"
         f"); models: {cfg['models']}; seeds: {n_seeds} (HashedNets: "
         f"{min(n_seeds, cfg.get('hashed_seeds', n_seeds))}; the curves' further points: "
-        f"{min(n_seeds, cfg.get('curve_seeds', n_seeds))}, see the seeds column). "
+        f"{curve_seeds}, see the seeds column). "
         f"Epochs (per model): pretrain "
         f"{cfg['pretrain_epochs']}, SWS retrain {cfg['retrain_epochs']}, DC retrain "
         f"{cfg['dc_retrain_epochs']}, hashed {cfg['hashed_epochs']}, shared-value fine-tune "
@@ -448,13 +458,20 @@ def run_sws(ctx: Context):
         "and Deep Compression's masked retraining gets as many epochs as SWS's retraining. "
         "Pure SWS (quantized right after the prior retraining, Ullrich's procedure) has its "
         "own rows.")
+    res.notes.append(
+        "Retraining length matters more than any other knob found on the validation split: "
+        "with 2-5 epochs the components stayed near their initial width (σ ≈ 0.02) and the "
+        "zero component (π₀ = 0.99) took every weight up to ~0.1 at quantization, costing "
+        "points; with 40 epochs (LeNet-300-100) the components narrow and quantization costs "
+        "~0.1 point. Ratios follow Han et al.'s count with Huffman-coded streams, as the "
+        "anchors do; ratio_fixed is the same count before entropy coding.")
     return res
 
 
 def _metric_key(mname, method, cfg):
     if method == "pretrained":
         return f"{mname}_pretrained"
-    for k, pt in enumerate(cfg["sws"]):
+    for k, pt in enumerate(_per_model(cfg, "sws", mname)):
         if method == _sws_label(pt):
             return f"{mname}_sws{k}"
         if method == _sws_label(pt) + " + fine-tune":
@@ -471,7 +488,7 @@ def _aggregate(runs, order) -> list[dict]:
         rs = runs[(mname, method)]
         row = {"model": mname, "method": method, "seeds": len(rs)}
         for key in ("error_before_%", "error_after_%", "error_retrained_%", "nonzero_%",
-                    "ratio_han", "file_bytes", "ratio_file"):
+                    "ratio_han", "ratio_fixed", "file_bytes", "ratio_file"):
             vals = [r[key] for r in rs if key in r]
             if not vals:
                 continue
@@ -536,6 +553,7 @@ def _claims(res, cfg, rows):
         sws = [r for r in mine if r["method"].startswith("soft")]
         final = [r for r in sws if ("fine-tune" in r["method"]) == ft]
         pts = [(r["ratio_han"], r["points_lost"]) for r in final]
+        n_seeds = max(r["seeds"] for r in mine)
         goal = goals[mname]
         at_half = _interp_ratio_at_loss(pts, 0.5)
         at_goal = _interp_loss_at_ratio(pts, goal)
@@ -554,8 +572,10 @@ def _claims(res, cfg, rows):
                            else f"{goal:.0f}× not reached (largest ratio {best_ratio:.1f}×)"))
         res.add_claim(
             f"{mname}: soft weight sharing reaches ≥ {goal:.0f}× (Han's formula) at ≤ 0.5 "
-            f"point of accuracy lost ({data}; means over seeds)",
-            any(r["ratio_han"] >= goal and r["points_lost"] <= 0.5 for r in final),
+            f"point of accuracy lost ({data}; means over all seeds)",
+            # only points measured on every seed count: a mean, not the best run
+            any(r["ratio_han"] >= goal and r["points_lost"] <= 0.5 and r["seeds"] == n_seeds
+                for r in final),
             f"pretrained error {err0:.2f}%; {curve}; {desc}; anchor: Ullrich et al. "
             f"{goal:.0f}× on MNIST")
         dc = [r for r in mine if r["method"].startswith("Deep")]

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..nn.local import LocallyConnected1d
@@ -71,6 +72,9 @@ class TDNN(nn.Module):
         activation: of every TimeDelay layer ("tanh", the seed's, by default).
         shared: False builds the locally connected twin (needs ``input_length``).
         input_length: T; required for ``shared=False`` or ``readout="flatten"``.
+        pad: zero frames added at both ends of the input, so that patterns at the edges get
+            full windows (a CNN's "same" padding at the input only); 0 (the default) computes
+            only the frames whose whole context lies inside the sequence, as in the seed.
 
     Shape: input (B, in_channels, T) → output (B, n_classes or last units).
 
@@ -85,9 +89,11 @@ class TDNN(nn.Module):
 
     def __init__(self, in_channels: int, layers: Sequence, n_classes: int | None = None, *,
                  readout: str = "sum", activation: str | Callable | None = "tanh",
-                 shared: bool = True, input_length: int | None = None,
+                 shared: bool = True, input_length: int | None = None, pad: int = 0,
                  device=None, dtype=None) -> None:
         super().__init__()
+        if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+            raise ValueError(f"pad must be a non-negative int (frames), got {pad!r}")
         specs = [_as_layer(s) for s in layers]
         if not specs:
             raise ValueError("layers must hold at least one layer")
@@ -103,9 +109,10 @@ class TDNN(nn.Module):
         self.activation = activation
         self.shared = shared
         self.input_length = input_length
+        self.pad = pad
         factory = {"device": device, "dtype": dtype}
         blocks: list[nn.Module] = []
-        ch, length = in_channels, input_length
+        ch, length = in_channels, None if input_length is None else input_length + 2 * pad
         for i, s in enumerate(specs):
             kw = {"window": s.window, "context": s.context, "stride": s.stride,
                   "activation": activation}
@@ -141,7 +148,7 @@ class TDNN(nn.Module):
         return {"in_channels": self.in_channels, "layers": [asdict(s) for s in self.specs],
                 "n_classes": self.n_classes, "readout": self.readout,
                 "activation": self.activation, "shared": self.shared,
-                "input_length": self.input_length}
+                "input_length": self.input_length, "pad": self.pad}
 
     def unshared_twin(self, input_length: int | None = None) -> TDNN:
         """The same stack with a `LocallyConnected1d` wherever this one has a `TimeDelay`."""
@@ -149,7 +156,7 @@ class TDNN(nn.Module):
         p = next(self.parameters())
         return TDNN(self.in_channels, self.specs, self.n_classes, readout=self.readout,
                     activation=self.activation, shared=False, input_length=length,
-                    device=p.device, dtype=p.dtype)
+                    pad=self.pad, device=p.device, dtype=p.dtype)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_last, T_last): the last layer's units at every computed frame."""
@@ -158,7 +165,7 @@ class TDNN(nn.Module):
             t = "T" if self.input_length is None else f"T={self.input_length}"
             raise ValueError(f"TDNN expects input of shape (B, C={self.in_channels}, {t}), got "
                              f"{shape}; for (B, T, C) data use x.transpose(1, 2)")
-        return self.body(x)
+        return self.body(F.pad(x, (self.pad, self.pad)) if self.pad else x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.features(x)
@@ -174,4 +181,4 @@ class TDNN(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"readout={self.readout}, shared={self.shared}, "
-                f"input_length={self.input_length}")
+                f"input_length={self.input_length}, pad={self.pad}")

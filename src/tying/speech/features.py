@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.fft import dct, rfft
 
-__all__ = ["FeatureConfig", "deltas", "log_mel", "mel_filterbank", "mfcc"]
+__all__ = ["FeatureConfig", "deltas", "log_mel", "mel_filterbank", "mfcc", "vtlp_warp"]
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,55 @@ def _mel_to_hz(m):
     return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
 
 
-@lru_cache(maxsize=16)
+def vtlp_warp(freqs, alpha: float, sample_rate: int, f_hi: float = 4800.0) -> np.ndarray:
+    """Jaitly & Hinton (2013)'s piecewise-linear vocal-tract-length warp of frequencies in Hz.
+
+    ``f -> alpha * f`` up to a boundary ``f_hi * min(alpha, 1) / alpha``, then a straight line to
+    the Nyquist frequency, which stays put (so the warped axis still spans 0..Nyquist). ``alpha``
+    above 1 moves energy up (a shorter vocal tract), below 1 down.
+
+    Raises:
+        ValueError: ``alpha`` outside the range where the warp is monotone
+            (``f_hi / nyquist < alpha``), or ``f_hi`` not inside (0, Nyquist).
+
+    Example:
+        >>> vtlp_warp([0.0, 1000.0, 8000.0], 1.1, 16000).round(1).tolist()
+        [0.0, 1100.0, 8000.0]
+    """
+    nyquist = sample_rate / 2
+    freqs = np.asarray(freqs, dtype=np.float64)
+    if not 0 < f_hi < nyquist:
+        raise ValueError(f"f_hi must be in (0, {nyquist}) Hz, got {f_hi}")
+    if not alpha > f_hi / nyquist:
+        raise ValueError(f"warp alpha must be > f_hi / nyquist = {f_hi / nyquist:.3f} (VTLP uses "
+                         f"about 0.9..1.1), got {alpha}")
+    if alpha == 1.0:
+        return freqs.copy()
+    knee = f_hi * min(alpha, 1.0) / alpha
+    upper = nyquist - (nyquist - f_hi * min(alpha, 1.0)) / (nyquist - knee) * (nyquist - freqs)
+    return np.where(freqs <= knee, freqs * alpha, upper)
+
+
+@lru_cache(maxsize=64)
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
-                   fmax: float | None = None) -> np.ndarray:
-    """Triangular HTK-mel filters, shape (n_mels, n_fft // 2 + 1), each peaking at 1."""
+                   fmax: float | None = None, warp: float = 1.0) -> np.ndarray:
+    """Triangular HTK-mel filters, shape (n_mels, n_fft // 2 + 1), each peaking at 1.
+
+    ``warp`` (default 1: none) applies vocal tract length perturbation (VTLP, Jaitly & Hinton
+    2013): each FFT bin's frequency ``f`` is mapped by `vtlp_warp` before the triangles are
+    evaluated, so energy at ``f`` lands in the band of ``warp * f`` (below 4.8 kHz).
+
+    Example:
+        >>> mel_filterbank(16000, 512, 16, 100.0, 5500.0, warp=1.1).shape
+        (16, 257)
+    """
     fmax = sample_rate / 2 if fmax is None else fmax
     if not 0 <= fmin < fmax <= sample_rate / 2:
         raise ValueError(f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={fmin}, fmax={fmax}")
     edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
     freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    if warp != 1.0:
+        freqs = vtlp_warp(freqs, float(warp), sample_rate)
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     up = (freqs - lo) / (mid - lo)
     down = (hi - freqs) / (hi - mid)
@@ -97,8 +137,11 @@ def _check_audio(audio, sample_rate: int, config: FeatureConfig) -> np.ndarray:
 
 
 def log_mel(audio, sample_rate: int, config: FeatureConfig = FeatureConfig(), *,
-            floor: float = 1e-10) -> np.ndarray:
+            floor: float = 1e-10, warp: float = 1.0) -> np.ndarray:
     """Log mel-band energies, shape (frames, n_mels), float32.
+
+    ``warp`` != 1 warps the filterbank's frequency axis (VTLP, see `mel_filterbank`): a
+    training-time augmentation that imitates another vocal tract length.
 
     Raises:
         ValueError: empty, silent or shorter-than-a-window audio; a sample-rate mismatch.
@@ -115,7 +158,8 @@ def log_mel(audio, sample_rate: int, config: FeatureConfig = FeatureConfig(), *,
     n = 1 + (x.size - win) // hop
     frames = np.lib.stride_tricks.sliding_window_view(x, win)[::hop][:n] * np.hamming(win)
     power = np.abs(rfft(frames, n=config.n_fft, axis=1)) ** 2
-    fb = mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax)
+    fb = mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax,
+                        warp)
     return np.log(power @ fb.T + floor).astype(np.float32)
 
 
