@@ -379,7 +379,7 @@ def _front_end_notes(cfg) -> list[str]:
             "4.8 kHz x min(alpha, 1) / alpha, then linear to a fixed Nyquist), which imitates "
             "shorter and longer vocal tracts, i.e. more speakers; test features are never "
             "warped. All three systems train on the same warped copies.")
-    if not cfg.get("vtlp", 0.0):
+    else:
         notes.append(
             "VTLP (vocal tract length perturbation, Jaitly & Hinton 2013: each training copy's "
             "mel filterbank warped by a random factor in [0.9, 1.1], option `vtlp`) is "
