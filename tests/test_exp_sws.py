@@ -74,7 +74,7 @@ def test_sws_retrain_moves_weights_and_mixture(mixture):
     net = LeNet300100(split.n_classes, in_features=64)
     cfg = {"pi_zero": 0.9, "components": 5, "gamma": [250.0, 0.1], "gamma_zero": [5000.0, 2.0],
            "init": "kmeans", "per_layer": mixture == "em"}
-    priors = _make_priors(net, cfg, torch.Generator().manual_seed(0))
+    priors = _make_priors(net, cfg, "lenet300", torch.Generator().manual_seed(0))
     assert len(priors) == (3 if mixture == "em" else 1)
     before = (priors[0].means.detach().clone(), priors[0]().item())
     w0 = net.hidden[0].weight.detach().clone()
@@ -99,3 +99,20 @@ def test_full_preset_schedules_per_model_name_their_metrics():
             assert _metric_key(mname, _sws_label(pt), cfg) == f"{mname}_sws{k}"
             assert _metric_key(mname, _sws_label(pt) + " + fine-tune", cfg) == \
                 f"{mname}_sws{k}_ft"
+
+
+def test_per_layer_can_differ_per_model():
+    from tying.experiments.sws import _make_priors
+    from tying.models import LeNet300100
+
+    net = LeNet300100(10, in_features=64)
+    cfg = {"pi_zero": 0.9, "components": 5, "init": "range",
+           "per_layer": {"lenet300": True, "lenet5caffe": False}}
+    g = torch.Generator().manual_seed(0)
+    per_layer = _make_priors(net, cfg, "lenet300", g)
+    one = _make_priors(net, cfg, "lenet5caffe", g)
+    assert [n for p in per_layer for n, _ in p.named_targets()] == \
+        [n for n, _ in net.named_parameters() if n.endswith("weight")]
+    assert len(per_layer) == 3 and len(one) == 1
+    assert {n for n, _ in one[0].named_targets()} == {n for p in per_layer
+                                                      for n, _ in p.named_targets()}
