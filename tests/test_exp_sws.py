@@ -114,5 +114,7 @@ def test_per_layer_can_differ_per_model():
     assert [n for p in per_layer for n, _ in p.named_targets()] == \
         [n for n, _ in net.named_parameters() if n.endswith("weight")]
     assert len(per_layer) == 3 and len(one) == 1
+    del cfg["per_layer"]                        # absent: one mixture for the model
+    assert len(_make_priors(net, cfg, "lenet300", g)) == 1
     assert {n for n, _ in one[0].named_targets()} == {n for p in per_layer
                                                       for n, _ in p.named_targets()}

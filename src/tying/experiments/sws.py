@@ -229,12 +229,16 @@ def _per_model(cfg, key, mname):
     return v[mname] if isinstance(v, dict) else v
 
 
+def _uses_per_layer(cfg, mname) -> bool:
+    return bool(cfg.get("per_layer")) and bool(_per_model(cfg, "per_layer", mname))
+
+
 def _make_priors(model, cfg, mname, generator) -> list[MixturePrior]:
     kw = {"pi_zero": cfg["pi_zero"], "init": cfg.get("init", "range"),
           "gamma": tuple(cfg["gamma"]) if cfg.get("gamma") else None,
           "gamma_zero": tuple(cfg["gamma_zero"]) if cfg.get("gamma_zero") else None,
           "generator": generator}
-    if _per_model(cfg, "per_layer", mname):
+    if _uses_per_layer(cfg, mname):
         names = [n for n, p in model.named_parameters() if n.endswith("weight")]
         return [MixturePrior(model, cfg["components"], include=n, **kw) for n in names]
     return [MixturePrior(model, cfg["components"], **kw)]
@@ -262,6 +266,8 @@ def _sws_label(pt: dict) -> str:
                   "finetune_epochs": 2, "finetune_lr": 3e-4},
         "full": {"data": "fashion-mnist", "limit_train": None, "holdout": 0,
                  "models": ["lenet300", "lenet5caffe"], "batch_size": 128,
+                 # converged before compression (3 epochs left LeNet-5-Caffe 2.7 points short,
+                 # and Deep Compression's retraining then kept training it)
                  "pretrain_epochs": {"lenet300": 10, "lenet5caffe": 10}, "lr": 1e-3,
                  # long enough for the components to narrow (with 2-5 epochs they stayed at
                  # their initial width and quantization zeroed weights up to ~0.1)
@@ -351,7 +357,8 @@ def run_sws(ctx: Context):
                     add(mname, _sws_label(pt) + " + fine-tune",
                         _row("", mname, err0, err_ft, packed_ft, dense))
                 if k == 0 and si == 0:
-                    # one mixture per layer: the figure shows the first layer's (the largest)
+                    # per-layer mixtures: the figure shows the first layer's weights
+                    # (most of LeNet-300-100's) with that layer's mixture
                     n0 = priors[0].flat_weights().numel()
                     hist[mname] = (w_before[:n0], theta_before,
                                    priors[0].flat_weights().detach().clone(), _theta(priors[0]),
@@ -453,7 +460,7 @@ def run_sws(ctx: Context):
         + (f"Adam (lr μ {cfg['lr_mu']}, log λ {cfg['lr_prec']}, mixing {cfg['lr_pi']})"
            if cfg["mixture"] == "adam" else f"an EM (MAP) step every {cfg['em_every']} steps")
         + "; mixtures: " + ", ".join(
-            f"{m} {'one per layer' if _per_model(cfg, 'per_layer', m) else 'one for the model'}"
+            f"{m} one {'per layer' if _uses_per_layer(cfg, m) else 'for the model'}"
             for m in cfg["models"])
         + "; components merged (symmetric KL < 0.01) and each weight set to its most responsible "
         "component's mean at the end.")
