@@ -229,6 +229,12 @@ def _per_model(cfg, key, mname):
     return v[mname] if isinstance(v, dict) else v
 
 
+def _curve_seeds(cfg, mname, n_seeds: int) -> int:
+    """Seeds that trace a model's curve points beyond the headline (all by default)."""
+    return min(n_seeds, _per_model(cfg, "curve_seeds", mname)) if "curve_seeds" in cfg \
+        else n_seeds
+
+
 def _uses_per_layer(cfg, mname) -> bool:
     return bool(cfg.get("per_layer")) and bool(_per_model(cfg, "per_layer", mname))
 
@@ -326,14 +332,15 @@ def run_sws(ctx: Context):
                                       "ratio_file": 1.0, "error_before_%": err0})
 
             # --- soft weight sharing: one retraining per τ schedule (the curve)
-            curve = si < (_per_model(cfg, "curve_seeds", mname) if "curve_seeds" in cfg
-                          else len(ctx.seeds))
+            curve = si < _curve_seeds(cfg, mname, len(ctx.seeds))
             for k, pt in enumerate(_per_model(cfg, "sws", mname)):
                 if k > 0 and not curve:   # the curve's other points: first seed(s) only
                     continue
                 model = copy.deepcopy(base)
                 priors = _make_priors(model, cfg, mname, g)
-                w_before = torch.cat([p.flat_weights() for p in priors]).clone()
+                # the figure's "before": the first mixture's weights (all of them with one
+                # mixture; with one per layer, the first layer: most of LeNet-300-100's)
+                w_before = priors[0].flat_weights().detach().clone()
                 theta_before = _theta(priors[0])
                 _sws_retrain(model, priors, split, epochs=_per_model(cfg, "retrain_epochs", mname),
                              batch_size=cfg["batch_size"], generator=g, lr_w=cfg["lr_w"],
@@ -357,10 +364,7 @@ def run_sws(ctx: Context):
                     add(mname, _sws_label(pt) + " + fine-tune",
                         _row("", mname, err0, err_ft, packed_ft, dense))
                 if k == 0 and si == 0:
-                    # per-layer mixtures: the figure shows the first layer's weights
-                    # (most of LeNet-300-100's) with that layer's mixture
-                    n0 = priors[0].flat_weights().numel()
-                    hist[mname] = (w_before[:n0], theta_before,
+                    hist[mname] = (w_before, theta_before,
                                    priors[0].flat_weights().detach().clone(), _theta(priors[0]),
                                    ", first layer" if len(priors) > 1 else "")
 
@@ -432,7 +436,7 @@ def run_sws(ctx: Context):
     _plots(ctx, res, curves, hist)
     n_seeds = len(ctx.seeds)
     held = f", the last {cfg['holdout']} held out for evaluation" if cfg.get("holdout") else ""
-    curve_seeds = ({m: min(n_seeds, _per_model(cfg, "curve_seeds", m)) for m in cfg["models"]}
+    curve_seeds = ({m: _curve_seeds(cfg, m, n_seeds) for m in cfg["models"]}
                    if "curve_seeds" in cfg else n_seeds)
     res.notes.append(
         f"data: {cfg['data']} (training images: {cfg.get('limit_train') or 'all'}{held}"
