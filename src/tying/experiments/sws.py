@@ -275,12 +275,11 @@ def _sws_label(pt: dict) -> str:
                  # LeNet-5-Caffe converges in 10 epochs (3 left it 2.7 points short, and Deep
                  # Compression's retraining then kept training it). LeNet-300-100 does not: on
                  # the validation split 10 epochs give 11.12%, 40 give 10.03%; its "points lost"
-                 # are measured against a weak reference until its preset is re-run with 40
+                 # are measured against a weak reference until the preset uses 40 epochs
                  "pretrain_epochs": {"lenet300": 10, "lenet5caffe": 10}, "lr": 1e-3,
                  # long enough for the components to narrow (with 2-5 epochs they stayed at
-                 # their initial width and quantization zeroed weights up to ~0.1)
-                 # (LeNet-5-Caffe, validation split: 10 epochs 84x at +1.67, 20 epochs 76x at
-                 # +0.93, at the same τ)
+                 # their initial width and quantization zeroed weights up to ~0.1); LeNet-5-Caffe
+                 # on the validation split at one τ: 10 epochs 84x at +1.67, 20 epochs 76x at +0.93
                  "retrain_epochs": {"lenet300": 40, "lenet5caffe": 20},
                  "components": 17, "pi_zero": 0.99, "gamma": [250.0, 0.1],
                  "gamma_zero": [5000.0, 2.0], "init": "kmeans", "mixture": "adam",
