@@ -21,13 +21,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from .atomic import atomic_path
 from .errors import TieError
 from .hard import _RECORDS_ATTR, TieRecord, _all_records, records, tie
 
@@ -88,17 +88,8 @@ def save(model: nn.Module, path: str | os.PathLike, *,
     rec = [[r.target, r.source, r.transform] for r in _flat_records(model).values()]
     meta = {**extra, _META_FORMAT: FORMAT_VERSION, _META_ALIASES: json.dumps(aliases),
             _META_TIES: json.dumps(rec)}
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file({k: t.cpu() for k, t in tensors.items()}, tmp, metadata=meta)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _flat_records(model: nn.Module) -> dict[str, TieRecord]:

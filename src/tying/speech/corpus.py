@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..system import require_espeak
 
 __all__ = ["SAMPLE_RATE", "VARIANTS", "WORDS", "Speaker", "Utterance", "add_noise",
@@ -161,9 +162,8 @@ def synthesize(text: str, speaker: Speaker = Speaker(), *, cache_dir: str | Path
     pcm16 = np.clip(np.round(audio), -32768, 32767).astype(np.int16)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, pcm16)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, pcm16)
     return pcm16.astype(np.float32) / 32768.0
 
 
