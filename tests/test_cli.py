@@ -109,3 +109,31 @@ def test_run_all_skips_an_experiment_whose_system_package_is_missing(tmp_path, m
     assert results == []
     assert skipped[0][0] == "bdg" and "apt-get install espeak-ng" in skipped[0][1]
     assert "skipped" in capsys.readouterr().err
+
+
+def test_set_overrides_a_setting_and_the_report_repeats_it(tmp_path, capsys):
+    assert main(["run", "memory", "--out", str(tmp_path), "--set", "step_repeats=2",
+                 "--set", 'rss_models=["gpt tied"]']) == 0
+    res = Result.read(tmp_path / "memory" / "results.json")
+    assert res.config["step_repeats"] == 2 and res.config["rss_models"] == ["gpt tied"]
+    assert res.overrides == {"step_repeats": 2, "rss_models": ["gpt tied"]}
+    report = (tmp_path / "memory" / "report.md").read_text()
+    assert "--set step_repeats=2 --set 'rss_models=[\"gpt tied\"]'" in report
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "memory", "--set", "step_repeat=2"], "no setting(s) ['step_repeat']"),
+    (["run", "memory", "--set", "step_repeats"], "--set wants KEY=VALUE"),
+    (["run", "all", "--set", "step_repeats=2"], "name the experiment"),
+])
+def test_bad_set_is_a_clear_error_before_anything_runs(tmp_path, capsys, args, message):
+    assert main([*args, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "memory" / "results.json").exists()
+
+
+def test_results_written_before_overrides_existed_still_read():
+    data = Result("memory", "quick", [0], {"batch": 4}).to_dict()
+    data.pop("overrides")
+    res = Result.from_dict(data)
+    assert res.overrides == {} and "--set" not in res.to_markdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -24,7 +25,16 @@ def _cmd_run(args) -> int:
     from .experiments.report import summary_markdown
     from .experiments.result import atomic_write_text
 
+    try:
+        overrides = _parse_sets(args.set)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.name == "all":
+        if overrides:
+            print("error: --set changes one experiment's settings; name the experiment "
+                  "instead of 'all'", file=sys.stderr)
+            return 2
         results, skipped = run_all(args.preset, args.seeds, args.out, threads=args.threads)
         for res in results:
             held = sum(c.holds for c in res.claims)
@@ -43,14 +53,35 @@ def _cmd_run(args) -> int:
         print(f"error: {err.args[0]}", file=sys.stderr)
         return 2
     try:
-        res = run_experiment(args.name, args.preset, args.seeds, args.out, args.threads)
+        res = run_experiment(args.name, args.preset, args.seeds, args.out, args.threads,
+                             overrides)
     except SystemPackageMissing as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    except ValueError as err:
+        if not str(err).startswith(f"experiment {args.name!r}"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     held = sum(c.holds for c in res.claims)
     print(f"{res.experiment}: {res.seconds:.1f} s, claims {held}/{len(res.claims)}; "
           f"report: {Path(args.out) / res.experiment / 'report.md'}")
     return 0
+
+
+def _parse_sets(items: list[str] | None) -> dict:
+    """``KEY=VALUE`` strings → settings; VALUE is JSON (``3e-3``, ``[1, 2]``,
+    ``{"lenet300": 40}``), or a plain string when it does not parse as JSON."""
+    out = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set wants KEY=VALUE, got {item!r} (e.g. --set lr_w=3e-3)")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
 
 
 def _cmd_inspect(args) -> int:
@@ -93,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, default=None,
                      help="number of seeds (default: the preset's)")
     run.add_argument("--out", default="runs", help="output directory (default: runs)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="replace one setting of the preset (VALUE in JSON, e.g. "
+                          "--set 'pretrain_epochs={\"lenet300\": 40}'); repeatable")
     run.add_argument("--threads", type=int, default=1,
                      help="torch intra-op threads (default 1: robust on shared machines)")
     run.set_defaults(fn=_cmd_run)

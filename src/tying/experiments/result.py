@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    overrides: dict[str, Any] = field(default_factory=dict)  # settings changed from the preset
 
     def add_metric(self, name: str, values, unit: str = "") -> Metric:
         metric = Metric.of(values, unit)
@@ -116,7 +118,7 @@ class Result:
         flag = f" --threads {threads}" if threads != 1 else ""
         lines += [f"Preset `{self.preset}`, seeds {self.seeds}, {self.seconds:.1f} s. "
                   f"Reproduce: `tying run {self.experiment} --preset {self.preset} "
-                  f"--seeds {len(self.seeds)}{flag}`.", ""]
+                  f"--seeds {len(self.seeds)}{flag}{_set_flags(self.overrides)}`.", ""]
         if self.claims:
             lines += ["## Claims", "", "| claim | holds | evidence |", "|---|---|---|"]
             for c in self.claims:
@@ -173,3 +175,8 @@ def _json_default(obj: Any):
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename: never a half file."""
     atomic_write_bytes(path, text.encode())
+
+
+def _set_flags(overrides: dict[str, Any]) -> str:
+    """The ``--set KEY=VALUE`` arguments that repeat ``overrides``, shell-quoted."""
+    return "".join(f" --set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in overrides.items())

@@ -9,7 +9,7 @@ import random
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -75,8 +75,9 @@ class Context:
         experiment: the registry entry.
         preset: ``quick`` or ``full``.
         seeds: the seeds to run (mean ± std over them).
-        config: the preset's configuration (a copy; the experiment may read it freely).
+        config: the preset's configuration with any overrides (a copy; read it freely).
         out_dir: where plots go; results.json and report.md are written there too.
+        overrides: the settings given on the command line (`tying run ... --set KEY=VALUE`).
     """
 
     experiment: Experiment
@@ -84,10 +85,12 @@ class Context:
     seeds: list[int]
     config: dict[str, Any]
     out_dir: Path
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     def result(self) -> Result:
         return Result(experiment=self.experiment.name, preset=self.preset, seeds=list(self.seeds),
-                      config=dict(self.config), description=self.experiment.description)
+                      config=dict(self.config), description=self.experiment.description,
+                      overrides=dict(self.overrides))
 
     def progress(self, iterable: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
         return progress(iterable, f"{self.experiment.name}: {desc}", total=total)
@@ -105,11 +108,14 @@ class Context:
 
 
 def run_experiment(name: str, preset: str = "quick", seeds: int | None = None,
-                   out: str | Path = "runs", threads: int = 1) -> Result:
+                   out: str | Path = "runs", threads: int = 1,
+                   overrides: dict[str, Any] | None = None) -> Result:
     """Run one experiment and write ``out/NAME/{results.json, report.md, *.png}``.
 
     ``threads`` is torch's intra-op thread count for the run (see `torch_threads`); it is
-    recorded in the result's environment.
+    recorded in the result's environment. ``overrides`` replace top-level keys of the preset's
+    configuration (an unknown key is an error); the result records them and its report's
+    "Reproduce" command repeats them.
     """
     import matplotlib
 
@@ -121,9 +127,15 @@ def run_experiment(name: str, preset: str = "quick", seeds: int | None = None,
     n_seeds = exp.default_seeds.get(preset, 1) if seeds is None else seeds
     if n_seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {n_seeds}")
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(exp.presets[preset]))
+    if unknown:
+        raise ValueError(f"experiment {name!r} preset {preset!r} has no setting(s) {unknown}; "
+                         f"its settings: {sorted(exp.presets[preset])}")
     out_dir = Path(out) / name
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = Context(exp, preset, list(range(n_seeds)), dict(exp.presets[preset]), out_dir)
+    ctx = Context(exp, preset, list(range(n_seeds)), {**exp.presets[preset], **overrides},
+                  out_dir, overrides)
     with torch_threads(threads):
         start = time.perf_counter()
         result = exp.fn(ctx)
