@@ -125,8 +125,10 @@ def test_set_overrides_a_setting_and_the_report_repeats_it(tmp_path, capsys):
     (["run", "memory", "--set", "step_repeat=2"], "no setting(s) ['step_repeat']"),
     (["run", "memory", "--set", "step_repeats"], "--set wants KEY=VALUE"),
     (["run", "all", "--set", "step_repeats=2"], "name the experiment"),
+    (["run", "memory", "--seeds", "0"], "--seeds must be at least 1"),
+    (["run", "all", "--seeds", "0"], "--seeds must be at least 1"),
 ])
-def test_bad_set_is_a_clear_error_before_anything_runs(tmp_path, capsys, args, message):
+def test_bad_run_settings_are_a_clear_error_before_anything_runs(tmp_path, capsys, args, message):
     assert main([*args, "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "memory" / "results.json").exists()

@@ -24,6 +24,7 @@ def _cmd_run(args) -> int:
     from .experiments import get_experiment, run_all, run_experiment
     from .experiments.report import summary_markdown
     from .experiments.result import atomic_write_text
+    from .experiments.runner import RunSettingsError
 
     try:
         overrides = _parse_sets(args.set)
@@ -35,7 +36,11 @@ def _cmd_run(args) -> int:
             print("error: --set changes one experiment's settings; name the experiment "
                   "instead of 'all'", file=sys.stderr)
             return 2
-        results, skipped = run_all(args.preset, args.seeds, args.out, threads=args.threads)
+        try:
+            results, skipped = run_all(args.preset, args.seeds, args.out, threads=args.threads)
+        except RunSettingsError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         for res in results:
             held = sum(c.holds for c in res.claims)
             print(f"{res.experiment:12s} {res.seconds:7.1f} s  claims {held}/{len(res.claims)}")
@@ -58,9 +63,7 @@ def _cmd_run(args) -> int:
     except SystemPackageMissing as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
-    except ValueError as err:
-        if not str(err).startswith(f"experiment {args.name!r}"):
-            raise
+    except RunSettingsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     held = sum(c.holds for c in res.claims)

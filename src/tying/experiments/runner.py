@@ -21,8 +21,8 @@ from ..progress import progress
 from .registry import Experiment, get_experiment, list_experiments
 from .result import Result
 
-__all__ = ["Context", "environment", "run_all", "run_experiment", "seed_everything",
-           "torch_threads"]
+__all__ = ["Context", "RunSettingsError", "environment", "run_all", "run_experiment",
+           "seed_everything", "torch_threads"]
 
 T = TypeVar("T")
 
@@ -107,6 +107,10 @@ class Context:
         return path
 
 
+class RunSettingsError(ValueError):
+    """A run was asked for with settings it cannot have (preset, seed count, overrides)."""
+
+
 def run_experiment(name: str, preset: str = "quick", seeds: int | None = None,
                    out: str | Path = "runs", threads: int = 1,
                    overrides: dict[str, Any] | None = None) -> Result:
@@ -122,16 +126,16 @@ def run_experiment(name: str, preset: str = "quick", seeds: int | None = None,
     matplotlib.use("Agg")
     exp = get_experiment(name)
     if preset not in exp.presets:
-        raise ValueError(f"experiment {name!r} has no preset {preset!r}; "
-                         f"choose one of {sorted(exp.presets)}")
+        raise RunSettingsError(f"experiment {name!r} has no preset {preset!r}; "
+                               f"choose one of {sorted(exp.presets)}")
     n_seeds = exp.default_seeds.get(preset, 1) if seeds is None else seeds
     if n_seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {n_seeds}")
+        raise RunSettingsError(f"--seeds must be at least 1, got {n_seeds}")
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(exp.presets[preset]))
     if unknown:
-        raise ValueError(f"experiment {name!r} preset {preset!r} has no setting(s) {unknown}; "
-                         f"its settings: {sorted(exp.presets[preset])}")
+        raise RunSettingsError(f"experiment {name!r} preset {preset!r} has no setting(s) "
+                               f"{unknown}; its settings: {sorted(exp.presets[preset])}")
     out_dir = Path(out) / name
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = Context(exp, preset, list(range(n_seeds)), {**exp.presets[preset], **overrides},
