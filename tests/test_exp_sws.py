@@ -118,3 +118,11 @@ def test_per_layer_can_differ_per_model():
     assert len(_make_priors(net, cfg, "lenet300", g)) == 1
     assert {n for n, _ in one[0].named_targets()} == {n for p in per_layer
                                                       for n, _ in p.named_targets()}
+
+
+def test_a_per_model_setting_missing_a_model_is_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match=r"'pretrain_epochs'.*no value for 'lenet5caffe'"):
+        run_experiment("sws", "quick", out=tmp_path,
+                       overrides={"models": ["lenet300", "lenet5caffe"],
+                                  "pretrain_epochs": {"lenet300": 1}})
+    assert not (tmp_path / "sws" / "results.json").exists()

@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="runs", help="output directory (default: runs)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="replace one setting of the preset (VALUE in JSON, e.g. "
-                          "--set 'pretrain_epochs={\"lenet300\": 40}'); repeatable")
+                          "--set 'models=[\"lenet300\"]'); repeatable")
     run.add_argument("--threads", type=int, default=1,
                      help="torch intra-op threads (default 1: robust on shared machines)")
     run.set_defaults(fn=_cmd_run)

@@ -39,7 +39,7 @@ from ..models.lenet import LeNet5Caffe
 from ..models.mlp import LeNet300100
 from ..nn.hashed import HashedConv2d, HashedLinear
 from .registry import register_experiment
-from .runner import Context, seed_everything
+from .runner import Context, RunSettingsError, seed_everything
 
 __all__ = ["hashed_lenet"]
 
@@ -226,7 +226,13 @@ def _load(cfg) -> dict[str, Split]:
 
 def _per_model(cfg, key, mname):
     v = cfg[key]
-    return v[mname] if isinstance(v, dict) else v
+    if not isinstance(v, dict):
+        return v
+    if mname not in v:
+        raise RunSettingsError(f"setting {key!r} is per model but has no value for {mname!r}: "
+                               f"{v}; give one value for all models or one per model in "
+                               f"{cfg['models']}")
+    return v[mname]
 
 
 def _curve_seeds(cfg, mname, n_seeds: int) -> int:
@@ -318,6 +324,10 @@ def _sws_label(pt: dict) -> str:
 )
 def run_sws(ctx: Context):
     cfg = ctx.config
+    for key, v in cfg.items():  # every per-model setting covers every model, checked up front
+        if isinstance(v, dict):
+            for mname in cfg["models"]:
+                _per_model(cfg, key, mname)
     res = ctx.result()
     splits = _load(cfg)
     runs: dict[tuple[str, str], list[dict]] = {}     # (model, method) → one row per seed
