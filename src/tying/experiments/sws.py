@@ -270,7 +270,7 @@ def _sws_label(pt: dict) -> str:
                   "pretrain_epochs": 6, "lr": 3e-3, "retrain_epochs": 6,
                   "components": 17, "pi_zero": 0.99, "gamma": [250.0, 0.1],
                   "gamma_zero": [5000.0, 2.0], "init": "kmeans", "mixture": "adam",
-                  "per_layer": False, "lr_w": 1e-3, "lr_mu": 1e-4, "lr_prec": 3e-3,
+                  "per_layer": False, "lr_w": 1e-3, "dc_lr": 1e-3, "lr_mu": 1e-4, "lr_prec": 3e-3,
                   "lr_pi": 3e-3, "em_every": 20,
                   "sws": [{"tau": 0.01, "tau_end": 10.0}], "warmup": 0.0,
                   "dc_sparsity_scale": [1.0], "dc_retrain_epochs": 6, "kmeans_bits": [3, 5],
@@ -408,7 +408,7 @@ def run_sws(ctx: Context):
                         if k in masks:
                             p.mul_(masks[k])
                 _train(model, split, epochs=_per_model(cfg, "dc_retrain_epochs", mname),
-                       lr=_per_model(cfg, "dc_lr" if "dc_lr" in cfg else "lr_w", mname),
+                       lr=_per_model(cfg, "dc_lr", mname),
                        batch_size=cfg["batch_size"], generator=g, masks=masks,
                        progress=ctx.progress, desc=f"{mname} DC retrain ×{scale}")
                 names = kmeans_quantize_(model, _BITS, generator=g)
@@ -489,7 +489,7 @@ def run_sws(ctx: Context):
         "weights spread around the components: on the validation split quantization then cost "
         "~60 points); separate optimizers: Adam for the weights "
         f"(lr {cfg['lr_w']}, cosine to 0; Deep Compression's masked retraining: lr "
-        f"{cfg.get('dc_lr', cfg['lr_w'])}) and, for the mixture, "
+        f"{cfg['dc_lr']}) and, for the mixture, "
         + (f"Adam (lr μ {cfg['lr_mu']}, log λ {cfg['lr_prec']}, mixing {cfg['lr_pi']})"
            if cfg["mixture"] == "adam" else f"an EM (MAP) step every {cfg['em_every']} steps")
         + "; mixtures: " + ", ".join(
