@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tying.models import TDNN, TDNNLayer
 from tying.nn import LocallyConnected1d, Subsample, TimeDelay
@@ -88,3 +89,25 @@ def test_pad_gives_edge_frames_full_windows():
     assert twin.pad == 3 and twin(x).shape == net(x).shape
     with pytest.raises(ValueError, match="pad must be a non-negative int"):
         TDNN(2, layers, pad=-1)
+    with pytest.raises(ValueError, match="or 'same'"):
+        TDNN(2, layers, pad="valid")
+
+
+def test_same_pad_pads_every_layer_by_its_context():
+    torch.manual_seed(0)
+    layers = [TDNNLayer(4, context=(-2, -1, 0, 1, 2)), TDNNLayer(3, context=(-7, 2)),
+              TDNNLayer(5, window=3, stride=2)]
+    net = TDNN(2, layers, readout="flatten", input_length=11, pad="same", activation="relu")
+    x = torch.randn(3, 2, 11)
+    # by hand: each TimeDelay sees its input zero-extended by -min(context) and max(context)
+    tds = [m for m in net.body if isinstance(m, TimeDelay)]
+    h = tds[0](F.pad(x, (2, 2)))
+    h = tds[1](F.pad(h, (7, 2)))
+    h = tds[2](F.pad(h, (2, 0)))
+    assert h.shape == (3, 5, 6) and net.out_length == 6  # 11 → 11 → 11 → ⌈11 / 2⌉
+    torch.testing.assert_close(net.features(x), h)
+    assert sum(p.numel() for p in net.parameters()) == sum(
+        p.numel() for p in TDNN(2, layers, readout="flatten", input_length=20).parameters())
+    twin = net.unshared_twin()  # the same padding in front of every locally connected layer
+    assert twin.pad == "same" and twin(x).shape == net(x).shape
+    assert twin.body[1].output_length == 11

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tying.nn import TimeDelay
+from tying.nn import Subsample, TimeDelay
 
 # contiguous, evenly spaced (dilated), uneven on a dense grid, and sparse uneven (matmuls)
 CONTEXTS = [(-2, -1, 0), (-3, 0, 3), (-7, 2), (-2, 0, 1), (0,), (1, 4, 5), (-9, 0, 1),
@@ -137,7 +137,49 @@ def test_spliced_gemm_and_conv_paths_agree(context, stride, bias):
     for a, b in zip(grads_gemm, grads_conv):
         torch.testing.assert_close(a, b)
     wide = TimeDelay(128, 2, context=context, stride=stride, bias=bias)
-    assert wide._conv  # 128+ input channels: one (dilated, strided) Conv1d call
+    # 128+ input channels at full rate: one dilated Conv1d call; any stride: the GEMM
+    assert wide._conv == (stride == 1)
+
+
+@pytest.mark.parametrize("grad_layout", ["batch-major", "time-major"])
+def test_stacked_gemm_layers_pass_the_time_major_layout_through(grad_layout):
+    """The GEMM path returns a transposed view; the next layer, Subsample and backward all read
+    it, whatever the layout of the incoming gradient."""
+    torch.manual_seed(6)
+    net = torch.nn.Sequential(TimeDelay(5, 7, context=(-2, 0, 2), stride=2),
+                              TimeDelay(7, 4, context=(-9, 0, 1)), Subsample(2)).double()
+    x = torch.randn(3, 5, 60, dtype=torch.float64)
+    out, grads = _forward_backward_layout(net, x, grad_layout)
+    for layer in net[:2]:
+        assert not layer._conv
+    assert not net[0](x).is_contiguous()  # the time-major buffer, seen batch-major
+    net[0]._conv = True  # the same stack through F.conv1d; (-9, 0, 1) as a window with zeros
+    w = torch.zeros(4, 7, 11, dtype=torch.float64)
+    w[:, :, [0, 9, 10]] = net[1].weight.detach()
+    conv = torch.nn.Sequential(net[0], _Conv(w, net[1].bias.detach(), torch.tanh), net[2])
+    ref, ref_grads = _forward_backward_layout(conv, x, grad_layout)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(grads[0], ref_grads[0])
+    assert out.contiguous().view(-1).shape == (out.numel(),)
+
+
+class _Conv(torch.nn.Module):
+    def __init__(self, w, b, act):
+        super().__init__()
+        self.w, self.b, self.act = w, b, act
+
+    def forward(self, x):
+        return self.act(torch.nn.functional.conv1d(x, self.w, self.b))
+
+
+def _forward_backward_layout(net, x, grad_layout):
+    x = x.detach().clone().requires_grad_()
+    out = net(x)
+    g = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(0))
+    if grad_layout == "time-major":
+        g = g.transpose(0, 1).contiguous().transpose(0, 1)
+    out.backward(g)
+    return out.detach(), [x.grad]
 
 
 def test_uneven_context_gradients_match_autograd_of_the_seed_equation():

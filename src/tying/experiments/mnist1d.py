@@ -26,13 +26,23 @@ from .runner import Context, seed_everything
 
 __all__ = ["accuracy", "random_shift", "train_classifier"]
 
-_TDNN_LAYERS = (TDNNLayer(32, window=5),
-                TDNNLayer(64, window=5, subsample=2, trainable_subsample=True),
-                TDNNLayer(64, window=3), TDNNLayer(64, window=3))
-# Zero frames at each end of the input: the stack's receptive-field half-width (16 frames wide),
-# so patterns at the edges get full windows. Chosen on a 3000/1000 validation split of the
-# training set, where it helped the TDNN; the test set played no part.
-_TDNN_PAD = 8
+# The headline TDNN computes every frame: no subsampling, so it is shift-equivariant up to the max
+# over time; windows of 5 frames centered on the output frame, then contexts {−2, 0, 2} that widen
+# the receptive field to 17 frames as the generic CNN's pooling does (18); every layer's input
+# zero-padded by its context (pad="same"), so patterns at the edges get full windows.
+# Chosen on a validation set of 5,000 fresh sequences (the generator's seed 43, training on the
+# 4,000 training sequences); the test set played no part. There (means over 4–8 seeds) it
+# reached 98.65%, the subsampled TDNN 98.46%, the generic CNN 98.75%: the CNN stayed marginally
+# ahead, the closest any TDNN layout tried came (sparser or wider contexts, mean readout, GELU).
+_C5 = (-2, -1, 0, 1, 2)
+_TDNN_LAYERS = (TDNNLayer(32, context=_C5), TDNNLayer(64, context=_C5),
+                TDNNLayer(64, context=(-2, 0, 2)), TDNNLayer(64, context=(-2, 0, 2)))
+# The subsampled TDNN: the same widths, a trainable Subsample(2) (LeNet's S layer) after the
+# second layer, half the frames computed in layers 3–4; its input zero-padded by 8 frames.
+_SUBSAMPLED_LAYERS = (TDNNLayer(32, window=5),
+                      TDNNLayer(64, window=5, subsample=2, trainable_subsample=True),
+                      TDNNLayer(64, window=3), TDNNLayer(64, window=3))
+_SUBSAMPLED_PAD = 8
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -118,13 +128,19 @@ class GenericCNN(nn.Module):
 
 def _tdnn(length: int, activation: str, shared: bool = True) -> TDNN:
     return TDNN(1, _TDNN_LAYERS, 10, readout="max", activation=activation, shared=shared,
-                input_length=length, pad=_TDNN_PAD)
+                input_length=length, pad="same")
+
+
+def _tdnn_subsampled(length: int) -> TDNN:
+    return TDNN(1, _SUBSAMPLED_LAYERS, 10, readout="max", activation="relu",
+                input_length=length, pad=_SUBSAMPLED_PAD)
 
 
 def build_model(name: str, length: int) -> nn.Module:
     builders = {
         "tdnn": lambda: _tdnn(length, "relu"),
         "tdnn_tanh": lambda: _tdnn(length, "tanh"),
+        "tdnn_subsampled": lambda: _tdnn_subsampled(length),
         "tdnn_unshared": lambda: _tdnn(length, "relu", shared=False),
         "mlp": lambda: MLP(length, (100, 100), 10),
         "cnn_reference": lambda: ReferenceCNN(length),
@@ -136,9 +152,15 @@ def build_model(name: str, length: int) -> nn.Module:
 
 
 _LABELS = {"tdnn": "TDNN (ReLU)", "tdnn_tanh": "TDNN (tanh, the seed's)",
+           "tdnn_subsampled": "TDNN, subsampled ×2",
            "tdnn_unshared": "TDNN's unshared twin", "mlp": "MLP 100-100",
            "cnn_reference": "CNN (mnist1d reference)", "cnn_generic": "CNN (generic)"}
 _CNNS = ("cnn_reference", "cnn_generic")
+
+
+# Accuracies are counts over the same test set: equal counts are a tie ("no worse"), whatever
+# the float rounding of their means.
+_TIE = 1e-9
 
 
 def n_params(model: nn.Module) -> int:
@@ -156,7 +178,8 @@ def n_params(model: nn.Module) -> int:
                   "lengths": [40, 80, 160, 320]},
         "full": {"num_samples": 5000, "epochs": 60, "batch_size": 128, "lr": 1e-2,
                  "weight_decay": 0.01, "max_shift": 3,
-                 "models": ["tdnn", "tdnn_unshared", "mlp", "cnn_reference", "cnn_generic"],
+                 "models": ["tdnn", "tdnn_subsampled", "tdnn_unshared", "mlp", "cnn_reference",
+                            "cnn_generic"],
                  "lengths": [40, 80, 160, 320, 640, 1280]},
     },
 )
@@ -210,7 +233,7 @@ def run_mnist1d(ctx: Context):
         best = max(cnns, key=lambda m: np.mean(acc[m]))
         best_acc = float(np.mean(acc[best]))
         res.add_claim("Goal: the TDNN is no worse than the best conventional CNN in the same run "
-                      "(mean over seeds)", tdnn >= best_acc,
+                      "(mean over seeds)", tdnn >= best_acc - _TIE,
                       f"TDNN {tdnn:.2f}% vs. {_LABELS[best]} {best_acc:.2f} ± "
                       f"{np.std(acc[best]):.2f}%")
     if "tdnn_unshared" in acc:
@@ -259,10 +282,14 @@ def run_mnist1d(ctx: Context):
         f"All models trained alike: AdamW (lr {cfg['lr']}, one-cycle, weight decay "
         f"{cfg['weight_decay']}), batch {cfg['batch_size']}, {cfg['epochs']} epochs, random "
         f"shifts of ±{cfg['max_shift']} frames.",
-        f"TDNN: input zero-padded by {_TDNN_PAD} frames at each end, TimeDelay 32@window 5 → "
-        "64@5 → trainable Subsample(2) → 64@3 → 64@3, max over time, linear. The padding was "
-        "chosen on a 3000/1000 validation split of the training set (it helped the TDNN there; "
-        "the generic CNN, whose every layer pads, stayed ahead on that split). "
-        "The twin swaps each TimeDelay for a LocallyConnected1d with the same context.",
+        "TDNN: TimeDelay 32@(−2…2) → 64@(−2…2) → 64@{−2, 0, 2} → 64@{−2, 0, 2}, ReLU, every "
+        "layer's input zero-padded by its context (pad='same'), max over time, linear: the "
+        f"generic CNN's widths, {n_params(build_model('tdnn', length)):,} parameters (the CNN "
+        f"{n_params(build_model('cnn_generic', length)):,}). Subsampled TDNN: input zero-padded by "
+        f"{_SUBSAMPLED_PAD} frames, 32@window 5 → 64@5 → trainable Subsample(2) → 64@3 → 64@3. "
+        "The TDNN's layout was chosen on 5,000 fresh validation sequences (the generator's seed "
+        "43), where the generic CNN stayed marginally ahead of it; the subsampled TDNN's "
+        "padding on a 3,000/1,000 split of the training set. The test set played no part. The "
+        "twin swaps each TimeDelay for a LocallyConnected1d with the same context and padding.",
     ]
     return res

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..nn.local import LocallyConnected1d
 from ..nn.subsample import Subsample
-from ..nn.time_delay import TimeDelay
+from ..nn.time_delay import TimeDelay, normalize_context
 
 __all__ = ["TDNN", "TDNNLayer"]
 
@@ -75,6 +75,10 @@ class TDNN(nn.Module):
         pad: zero frames added at both ends of the input, so that patterns at the edges get
             full windows (a CNN's "same" padding at the input only); 0 (the default) computes
             only the frames whose whole context lies inside the sequence, as in the seed.
+            ``"same"`` pads the input of every time-delay layer by its own context instead —
+            ``-min(context)`` frames before, ``max(context)`` after — so each layer keeps the
+            frame count (divided by its stride) and every frame of the input is seen by every
+            offset; centered contexts such as ``(-2, -1, 0, 1, 2)`` pad both ends alike.
 
     Shape: input (B, in_channels, T) → output (B, n_classes or last units).
 
@@ -85,6 +89,9 @@ class TDNN(nn.Module):
         >>> twin = net.unshared_twin(input_length=15)
         >>> sum(p.numel() for p in twin.parameters())
         6203
+        >>> same = TDNN(1, [TDNNLayer(8, context=(-1, 0, 1))], 2, readout="max", pad="same")
+        >>> same.features(torch.randn(1, 1, 10)).shape  # every frame kept
+        torch.Size([1, 8, 10])
     """
 
     def __init__(self, in_channels: int, layers: Sequence, n_classes: int | None = None, *,
@@ -92,8 +99,9 @@ class TDNN(nn.Module):
                  shared: bool = True, input_length: int | None = None, pad: int = 0,
                  device=None, dtype=None) -> None:
         super().__init__()
-        if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
-            raise ValueError(f"pad must be a non-negative int (frames), got {pad!r}")
+        same = pad == "same"
+        if not same and (isinstance(pad, bool) or not isinstance(pad, int) or pad < 0):
+            raise ValueError(f"pad must be a non-negative int (frames) or 'same', got {pad!r}")
         specs = [_as_layer(s) for s in layers]
         if not specs:
             raise ValueError("layers must hold at least one layer")
@@ -112,10 +120,17 @@ class TDNN(nn.Module):
         self.pad = pad
         factory = {"device": device, "dtype": dtype}
         blocks: list[nn.Module] = []
-        ch, length = in_channels, None if input_length is None else input_length + 2 * pad
+        ch, length = in_channels, None
+        if input_length is not None:
+            length = input_length if same else input_length + 2 * pad
         for i, s in enumerate(specs):
             kw = {"window": s.window, "context": s.context, "stride": s.stride,
                   "activation": activation}
+            if same:
+                ctx = normalize_context(s.window, s.context)
+                frames = (max(0, -ctx[0]), max(0, ctx[-1]))
+                blocks.append(nn.ConstantPad1d(frames, 0.0))
+                length = None if length is None else length + sum(frames)
             try:
                 if shared:
                     td = TimeDelay(ch, s.out_channels, **kw, **factory)
@@ -165,7 +180,8 @@ class TDNN(nn.Module):
             t = "T" if self.input_length is None else f"T={self.input_length}"
             raise ValueError(f"TDNN expects input of shape (B, C={self.in_channels}, {t}), got "
                              f"{shape}; for (B, T, C) data use x.transpose(1, 2)")
-        return self.body(F.pad(x, (self.pad, self.pad)) if self.pad else x)
+        padded = isinstance(self.pad, int) and self.pad > 0  # "same" pads inside the body
+        return self.body(F.pad(x, (self.pad, self.pad)) if padded else x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.features(x)

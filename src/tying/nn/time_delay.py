@@ -7,12 +7,14 @@ y_{t+o_m,j} + b_i; a window K is the context {−(K−1), …, 0}, and the seed'
 computed ("valid"), and with ``stride`` s only every s-th of those: frames the next layer drops are
 never computed.
 
-How: a contiguous full-rate window is one ``F.conv1d`` call, as is any evenly spaced context on
-128+ input channels (a dilated, strided Conv1d). Otherwise — uneven contexts such as {−9, 0, 1},
-or gaps and strides on thin inputs — the kept frames of each offset are gathered side by side
-and the layer is one GEMM per sequence with hand-written GEMM gradients (`_SplicedMatmul`): no
-unfold, no frame that the output drops, no transposition. Both give the same values (to float
-rounding) and the same gradients.
+How: a full-rate evenly spaced context is one ``F.conv1d`` call when oneDNN is at its best there
+(a contiguous window, or a dilated one on 128+ input channels). Otherwise — strides, uneven
+contexts such as {−9, 0, 1}, gaps on thin inputs — the kept frames of each offset are gathered
+side by side and the layer is one GEMM over the whole batch with hand-written GEMM gradients
+(`_SplicedMatmul`): no unfold, no frame that the output drops. Both give the same values (to float
+rounding) and the same gradients. The GEMM path returns its output as a transposed view of a
+time-major (C_out, B, T_out) buffer (``.contiguous()`` it before ``.view``): the next time-delay
+layer and the backward pass read that layout without a copy.
 """
 
 from __future__ import annotations
@@ -86,8 +88,8 @@ def check_stride(stride: int) -> int:
     return stride
 
 
-# From 128 input channels on, oneDNN's (dilated, strided) convolution is as fast as the spliced
-# GEMM or faster (measured at 40 and 256 channels, benchmarks/bench_time_delay.py).
+# From 128 input channels on, oneDNN's dilated full-rate convolution is as fast as the spliced
+# GEMM; below that, and with any stride, the GEMM is faster (benchmarks/bench_time_delay.py).
 _WIDE = 128
 
 
@@ -100,16 +102,17 @@ def _dilation(context: tuple[int, ...]) -> int | None:
 
 
 class _SplicedMatmul(torch.autograd.Function):
-    """s[b] = [W₂ | b] · [splice(y)[b]; 1]: one GEMM per sequence over the kept frames only.
+    """s = [W₂ | b] · [splice(y); 1]: one GEMM over the kept frames of the whole batch.
 
     Only the frames the output keeps are gathered, for the K offsets side by side, into a
-    (B, K·C + 1, T_out) tensor: K strided block copies of the input (with a stride r, 1/r of
-    its frames; cheap next to the GEMM, which does C_out times more work) and a row of ones
-    that carries the bias. Each sequence is then one GEMM (C_out × K·C+1) · (K·C+1 × T_out)
-    whose output is already in the (B, C_out, T_out) layout. The backward pass is the seed's
-    local gradients as GEMMs: ∂C/∂[W₂ | b] = Σ_b ∂C/∂s[b] · splice[b]ᵀ (the bias gradient is
-    its last column) and ∂C/∂splice = W₂ᵀ · ∂C/∂s, added back onto the input frames with K
-    strided adds in the input's own (B, C, T) layout. Nothing is transposed.
+    time-major (K·C + 1, B, T_out) buffer: K strided block copies of the input (with a stride r,
+    1/r of its frames; cheap next to the GEMM, which does C_out times more work) and a row of
+    ones that carries the bias. The layer is then a single GEMM (C_out × K·C+1) · (K·C+1 × B·T_out)
+    — one large product, not B small ones, which matters most when a stride leaves few frames
+    per sequence — and its (C_out, B, T_out) result is returned as a (B, C_out, T_out) view. The
+    backward pass is the seed's local gradients as two more such GEMMs: ∂C/∂[W₂ | b] = ∂C/∂s ·
+    spliceᵀ (the bias gradient is its last column) and ∂C/∂splice = W₂ᵀ · ∂C/∂s, added back onto
+    the input frames with K strided adds.
     """
 
     @staticmethod
@@ -118,36 +121,36 @@ class _SplicedMatmul(torch.autograd.Function):
         o, k = weight.shape[0], len(starts)
         end = (t_out - 1) * stride + 1
         rows = k * c + (bias is not None)
-        spliced = torch.empty(b, rows, t_out, dtype=x.dtype, device=x.device)
+        spliced = torch.empty(rows, b, t_out, dtype=x.dtype, device=x.device)
+        x_cbt = x.transpose(0, 1)  # free if x came time-major from another such layer
         for m, s in enumerate(starts):
-            spliced[:, m * c:(m + 1) * c] = x[:, :, s:s + end:stride]
+            spliced[m * c:(m + 1) * c] = x_cbt[:, :, s:s + end:stride]
         w2 = weight.permute(0, 2, 1).reshape(o, k * c)  # column m·C + j: offset m, channel j
         if bias is not None:
-            spliced[:, k * c] = 1.0
+            spliced[k * c] = 1.0
             w2 = torch.cat([w2, bias[:, None]], dim=1)
-        out = torch.matmul(w2, spliced)
+        out = torch.mm(w2, spliced.view(rows, b * t_out)).view(o, b, t_out)
         ctx.save_for_backward(spliced, w2)
         ctx.layout = (x.shape, starts, stride, end, bias is not None)
-        return out
+        return out.transpose(0, 1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         spliced, w2 = ctx.saved_tensors
         shape, starts, stride, end, has_bias = ctx.layout
-        b, rows, _ = spliced.shape
+        rows, b, t_out = spliced.shape
         k, c, o = len(starts), shape[1], w2.shape[0]
-        g = grad if grad.is_contiguous() else grad.contiguous()
+        g = grad.transpose(0, 1).reshape(o, b * t_out)  # a copy only if grad is batch-major
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gsp = torch.matmul(w2[:, :k * c].T, g)  # (B, K·C, T_out)
-            gx = g.new_zeros(shape)
+            gsp = torch.mm(w2[:, :k * c].T, g).view(k * c, b, t_out)
+            gx = grad.new_zeros(shape)
+            gx_cbt = gx.transpose(0, 1)
             for m, s in enumerate(starts):
-                gx[:, :, s:s + end:stride] += gsp[:, m * c:(m + 1) * c]
+                gx_cbt[:, :, s:s + end:stride] += gsp[m * c:(m + 1) * c]
         if ctx.needs_input_grad[1] or (has_bias and ctx.needs_input_grad[2]):
-            gw2 = g.new_zeros(o, rows)
-            for i in range(b):
-                gw2.addmm_(g[i], spliced[i].T)
+            gw2 = torch.mm(g, spliced.view(rows, b * t_out).T)
             gw = gw2[:, :k * c].view(o, k, c).permute(0, 2, 1)
             gb = gw2[:, k * c] if has_bias else None
         return gx, gw, gb, None, None, None
@@ -194,10 +197,10 @@ class TimeDelay(nn.Module):
         self._act = get_activation(activation)
         self.span = self.context[-1] - self.context[0]
         self._dil = _dilation(self.context)
-        # One Conv1d call for a contiguous full-rate window (Conv1d parity) and for wide inputs;
-        # the spliced GEMM for thin inputs with gaps or a stride, and for uneven contexts.
-        self._conv = self._dil is not None and (
-            (self._dil == 1 and self.stride == 1) or in_channels >= _WIDE)
+        # One Conv1d call for a full-rate contiguous window (Conv1d parity) or a full-rate dilated
+        # one on wide inputs; the spliced GEMM for strides, uneven contexts and thin gapped ones.
+        self._conv = self._dil is not None and self.stride == 1 and (
+            self._dil == 1 or in_channels >= _WIDE)
         factory = {"device": device, "dtype": dtype}
         k = len(self.context)
         # weight[:, :, m] multiplies the input at offset context[m] (ascending): Conv1d's layout.
