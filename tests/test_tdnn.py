@@ -106,8 +106,25 @@ def test_same_pad_pads_every_layer_by_its_context():
     h = tds[2](F.pad(h, (2, 0)))
     assert h.shape == (3, 5, 6) and net.out_length == 6  # 11 → 11 → 11 → ⌈11 / 2⌉
     torch.testing.assert_close(net.features(x), h)
-    assert sum(p.numel() for p in net.parameters()) == sum(
-        p.numel() for p in TDNN(2, layers, readout="flatten", input_length=20).parameters())
     twin = net.unshared_twin()  # the same padding in front of every locally connected layer
     assert twin.pad == "same" and twin(x).shape == net(x).shape
     assert twin.body[1].output_length == 11
+
+
+@pytest.mark.parametrize("context", [(1, 4, 5), (-3, -1), (3,), (0,)])
+def test_same_pad_keeps_frames_aligned_for_one_sided_contexts(context):
+    """Output frame t reads input frames t + o: a context that does not straddle 0 crops one
+    end (negative padding) rather than adding frames that see only zeros."""
+    torch.manual_seed(1)
+    net = TDNN(2, [TDNNLayer(3, context=context)], readout="flatten", input_length=11,
+               pad="same", activation=None)
+    x = torch.randn(2, 2, 11)
+    td = net.body[1]
+    out = net.features(x)
+    assert out.shape == (2, 3, 11) and net.out_length == 11
+    xp = F.pad(x, (max(0, -min(context)), max(0, max(context))))  # zeros beyond the ends
+    off = max(0, -min(context))
+    for t in (0, 5, 10):
+        want = td.bias + sum(td.weight[:, :, m] @ xp[:, :, off + t + o].T
+                             for m, o in enumerate(td.context)).T
+        torch.testing.assert_close(out[:, :, t], want)

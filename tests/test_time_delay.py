@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tying.nn import Subsample, TimeDelay
+from tying.nn import TimeDelay
 
 # contiguous, evenly spaced (dilated), uneven on a dense grid, and sparse uneven (matmuls)
 CONTEXTS = [(-2, -1, 0), (-3, 0, 3), (-7, 2), (-2, 0, 1), (0,), (1, 4, 5), (-9, 0, 1),
@@ -124,7 +124,8 @@ def _forward_backward(layer, x, g_out):
 @pytest.mark.parametrize("context,stride", [((-3, 0, 3), 1), ((-3, 0, 3), 2), ((-7, 2), 1),
                                             ((-2, -1, 0), 3)])
 def test_spliced_gemm_and_conv_paths_agree(context, stride, bias):
-    """The two implementations (chosen by input width) give the same outputs and gradients."""
+    """The two implementations (chosen by input width and stride) give the same outputs and
+    gradients."""
     torch.manual_seed(4)
     thin = TimeDelay(5, 6, context=context, stride=stride, bias=bias).double()
     assert not thin._conv  # thin input with a gap or a stride: the spliced GEMM
@@ -141,45 +142,55 @@ def test_spliced_gemm_and_conv_paths_agree(context, stride, bias):
     assert wide._conv == (stride == 1)
 
 
+def _dense_weight(layer: TimeDelay) -> torch.Tensor:
+    """The layer's weight as a dense F.conv1d window whose missing offsets are zeros."""
+    k = layer.context
+    w = layer.weight.detach().new_zeros(layer.out_channels, layer.in_channels, k[-1] - k[0] + 1)
+    w[:, :, [o - k[0] for o in k]] = layer.weight.detach()
+    return w
+
+
 @pytest.mark.parametrize("grad_layout", ["batch-major", "time-major"])
-def test_stacked_gemm_layers_pass_the_time_major_layout_through(grad_layout):
-    """The GEMM path returns a transposed view; the next layer, Subsample and backward all read
-    it, whatever the layout of the incoming gradient."""
+def test_stacked_gemm_layers_match_dense_convolutions_in_either_gradient_layout(grad_layout):
+    """The GEMM path's time-major output feeds the next layer; outputs and every gradient match
+    dense convolutions whatever the layout of the gradient that comes back."""
     torch.manual_seed(6)
     net = torch.nn.Sequential(TimeDelay(5, 7, context=(-2, 0, 2), stride=2),
-                              TimeDelay(7, 4, context=(-9, 0, 1)), Subsample(2)).double()
+                              TimeDelay(7, 4, context=(-9, 0, 1))).double()
+    assert not net[0]._conv and not net[1]._conv
     x = torch.randn(3, 5, 60, dtype=torch.float64)
-    out, grads = _forward_backward_layout(net, x, grad_layout)
-    for layer in net[:2]:
-        assert not layer._conv
-    assert not net[0](x).is_contiguous()  # the time-major buffer, seen batch-major
-    net[0]._conv = True  # the same stack through F.conv1d; (-9, 0, 1) as a window with zeros
-    w = torch.zeros(4, 7, 11, dtype=torch.float64)
-    w[:, :, [0, 9, 10]] = net[1].weight.detach()
-    conv = torch.nn.Sequential(net[0], _Conv(w, net[1].bias.detach(), torch.tanh), net[2])
-    ref, ref_grads = _forward_backward_layout(conv, x, grad_layout)
-    torch.testing.assert_close(out, ref)
-    torch.testing.assert_close(grads[0], ref_grads[0])
-    assert out.contiguous().view(-1).shape == (out.numel(),)
-
-
-class _Conv(torch.nn.Module):
-    def __init__(self, w, b, act):
-        super().__init__()
-        self.w, self.b, self.act = w, b, act
-
-    def forward(self, x):
-        return self.act(torch.nn.functional.conv1d(x, self.w, self.b))
-
-
-def _forward_backward_layout(net, x, grad_layout):
-    x = x.detach().clone().requires_grad_()
-    out = net(x)
-    g = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(0))
+    g = torch.randn(3, 4, 18, dtype=torch.float64)
     if grad_layout == "time-major":
         g = g.transpose(0, 1).contiguous().transpose(0, 1)
+    xa = x.clone().requires_grad_()
+    out = net(xa)
+    assert not net[0](x).is_contiguous()  # time-major strides
     out.backward(g)
-    return out.detach(), [x.grad]
+    xb = x.clone().requires_grad_()
+    dense = [_dense_weight(layer).requires_grad_() for layer in net]
+    biases = [layer.bias.detach().clone().requires_grad_() for layer in net]
+    h = xb
+    for layer, w, b in zip(net, dense, biases):
+        h = torch.tanh(F.conv1d(h, w, b, layer.stride))
+    h.backward(g)
+    torch.testing.assert_close(out, h)
+    torch.testing.assert_close(xa.grad, xb.grad)
+    for layer, w, b in zip(net, dense, biases):
+        cols = [o - layer.context[0] for o in layer.context]
+        torch.testing.assert_close(layer.weight.grad, w.grad[:, :, cols])
+        torch.testing.assert_close(layer.bias.grad, b.grad)
+
+
+def test_gemm_path_output_allows_in_place_ops():
+    torch.manual_seed(7)
+    layer = TimeDelay(3, 4, context=(-2, 0, 2), stride=2, activation=None).double()
+    x = torch.randn(2, 3, 20, dtype=torch.float64, requires_grad=True)
+    layer(x).add_(0.5).relu_().sum().backward()  # e.g. nn.ReLU(inplace=True) after it
+    grads = [x.grad.clone(), layer.weight.grad.clone()]
+    x.grad = None
+    layer.zero_grad()
+    F.relu(layer(x) + 0.5).sum().backward()
+    torch.testing.assert_close(grads, [x.grad, layer.weight.grad])
 
 
 def test_uneven_context_gradients_match_autograd_of_the_seed_equation():

@@ -76,9 +76,10 @@ class TDNN(nn.Module):
             full windows (a CNN's "same" padding at the input only); 0 (the default) computes
             only the frames whose whole context lies inside the sequence, as in the seed.
             ``"same"`` pads the input of every time-delay layer by its own context instead —
-            ``-min(context)`` frames before, ``max(context)`` after — so each layer keeps the
-            frame count (divided by its stride) and every frame of the input is seen by every
-            offset; centered contexts such as ``(-2, -1, 0, 1, 2)`` pad both ends alike.
+            ``-min(context)`` frames before, ``max(context)`` after (a negative amount crops) —
+            so output frame t sits at input frame t, each layer keeps the frame count (divided
+            by its stride), and context beyond the ends reads zeros; centered contexts such as
+            ``(-2, -1, 0, 1, 2)`` pad both ends alike.
 
     Shape: input (B, in_channels, T) → output (B, n_classes or last units).
 
@@ -96,10 +97,10 @@ class TDNN(nn.Module):
 
     def __init__(self, in_channels: int, layers: Sequence, n_classes: int | None = None, *,
                  readout: str = "sum", activation: str | Callable | None = "tanh",
-                 shared: bool = True, input_length: int | None = None, pad: int = 0,
+                 shared: bool = True, input_length: int | None = None, pad: int | str = 0,
                  device=None, dtype=None) -> None:
         super().__init__()
-        same = pad == "same"
+        same = isinstance(pad, str) and pad == "same"
         if not same and (isinstance(pad, bool) or not isinstance(pad, int) or pad < 0):
             raise ValueError(f"pad must be a non-negative int (frames) or 'same', got {pad!r}")
         specs = [_as_layer(s) for s in layers]
@@ -128,7 +129,7 @@ class TDNN(nn.Module):
                   "activation": activation}
             if same:
                 ctx = normalize_context(s.window, s.context)
-                frames = (max(0, -ctx[0]), max(0, ctx[-1]))
+                frames = (-ctx[0], ctx[-1])  # T + span frames in, T out; negative crops
                 blocks.append(nn.ConstantPad1d(frames, 0.0))
                 length = None if length is None else length + sum(frames)
             try:

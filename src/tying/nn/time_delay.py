@@ -12,9 +12,10 @@ How: a full-rate evenly spaced context is one ``F.conv1d`` call when oneDNN is a
 contexts such as {−9, 0, 1}, gaps on thin inputs — the kept frames of each offset are gathered
 side by side and the layer is one GEMM over the whole batch with hand-written GEMM gradients
 (`_SplicedMatmul`): no unfold, no frame that the output drops. Both give the same values (to float
-rounding) and the same gradients. The GEMM path returns its output as a transposed view of a
-time-major (C_out, B, T_out) buffer (``.contiguous()`` it before ``.view``): the next time-delay
-layer and the backward pass read that layout without a copy.
+rounding) and the same gradients. The GEMM path's output is laid out time-major in memory (a
+(B, C_out, T_out) tensor with the strides of a transposed (C_out, B, T_out) one; ``.contiguous()``
+it before ``.view``): a gradient that comes back in that layout, as from an elementwise
+activation, needs no copy, and the next GEMM layer gathers its frames from contiguous rows.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class _SplicedMatmul(torch.autograd.Function):
     1/r of its frames; cheap next to the GEMM, which does C_out times more work) and a row of
     ones that carries the bias. The layer is then a single GEMM (C_out × K·C+1) · (K·C+1 × B·T_out)
     — one large product, not B small ones, which matters most when a stride leaves few frames
-    per sequence — and its (C_out, B, T_out) result is returned as a (B, C_out, T_out) view. The
+    per sequence — written straight into a (B, C_out, T_out) output with time-major strides. The
     backward pass is the seed's local gradients as two more such GEMMs: ∂C/∂[W₂ | b] = ∂C/∂s ·
     spliceᵀ (the bias gradient is its last column) and ∂C/∂splice = W₂ᵀ · ∂C/∂s, added back onto
     the input frames with K strided adds.
@@ -122,17 +123,21 @@ class _SplicedMatmul(torch.autograd.Function):
         end = (t_out - 1) * stride + 1
         rows = k * c + (bias is not None)
         spliced = torch.empty(rows, b, t_out, dtype=x.dtype, device=x.device)
-        x_cbt = x.transpose(0, 1)  # free if x came time-major from another such layer
+        x_cbt = x.transpose(0, 1)  # the copies below read contiguous rows if x is time-major
         for m, s in enumerate(starts):
             spliced[m * c:(m + 1) * c] = x_cbt[:, :, s:s + end:stride]
         w2 = weight.permute(0, 2, 1).reshape(o, k * c)  # column m·C + j: offset m, channel j
         if bias is not None:
             spliced[k * c] = 1.0
             w2 = torch.cat([w2, bias[:, None]], dim=1)
-        out = torch.mm(w2, spliced.view(rows, b * t_out)).view(o, b, t_out)
+        # (B, C_out, T_out) with time-major strides: the GEMM writes it directly, and it is a
+        # tensor of its own, not a view, so in-place ops on the output stay allowed.
+        out = torch.empty_strided((b, o, t_out), (t_out, b * t_out, 1), dtype=x.dtype,
+                                  device=x.device)
+        torch.mm(w2, spliced.view(rows, b * t_out), out=out.transpose(0, 1).view(o, b * t_out))
         ctx.save_for_backward(spliced, w2)
         ctx.layout = (x.shape, starts, stride, end, bias is not None)
-        return out.transpose(0, 1)
+        return out
 
     @staticmethod
     @once_differentiable
@@ -170,7 +175,8 @@ class TimeDelay(nn.Module):
         bias: learn b_i.
 
     Shape: input (B, C_in, T), output (B, C_out, T_out) with
-    T_out = ⌊(T − span − 1) / stride⌋ + 1, span = max(context) − min(context).
+    T_out = ⌊(T − span − 1) / stride⌋ + 1, span = max(context) − min(context). Strided and
+    uneven (or thin, gapped) contexts return it with time-major strides: not ``is_contiguous()``.
     Output frame u is the seed's s_t at input time t = u · stride − min(context).
 
     Example:
