@@ -91,6 +91,8 @@ def test_pad_gives_edge_frames_full_windows():
         TDNN(2, layers, pad=-1)
     with pytest.raises(ValueError, match="or 'same'"):
         TDNN(2, layers, pad="valid")
+    with pytest.raises(ValueError, match=r"layer 0 .*must be distinct"):  # named, as without pad
+        TDNN(2, [TDNNLayer(3, context=(0, 0))], pad="same")
 
 
 def test_same_pad_pads_every_layer_by_its_context():

@@ -127,12 +127,12 @@ class TDNN(nn.Module):
         for i, s in enumerate(specs):
             kw = {"window": s.window, "context": s.context, "stride": s.stride,
                   "activation": activation}
-            if same:
-                ctx = normalize_context(s.window, s.context)
-                frames = (-ctx[0], ctx[-1])  # T + span frames in, T out; negative crops
-                blocks.append(nn.ConstantPad1d(frames, 0.0))
-                length = None if length is None else length + sum(frames)
             try:
+                if same:
+                    ctx = normalize_context(s.window, s.context)
+                    frames = (-ctx[0], ctx[-1])  # T + span frames in, T out; negative crops
+                    blocks.append(nn.ConstantPad1d(frames, 0.0))
+                    length = None if length is None else length + sum(frames)
                 if shared:
                     td = TimeDelay(ch, s.out_channels, **kw, **factory)
                     length = None if length is None else td.output_length(length)
