@@ -11,20 +11,17 @@ import pytest
 def _modules_with_examples() -> list[str]:
     """Every module of the package whose source holds a docstring example that is not skipped
     (found, not listed: a new module's examples run without anyone adding it here)."""
+    import importlib.util
     import pkgutil
     from pathlib import Path
 
     import tying
 
-    root = Path(tying.__file__).parent
     names = ["tying"] + [m.name for m in pkgutil.walk_packages(tying.__path__, "tying.")
                          if not m.name.endswith("__main__")]
     found = []
     for name in names:
-        rel = name.split(".")[1:]
-        path = root.joinpath(*rel, "__init__.py") if (root.joinpath(*rel)).is_dir() \
-            else root.joinpath(*rel[:-1], rel[-1] + ".py")
-        lines = path.read_text().splitlines()
+        lines = Path(importlib.util.find_spec(name).origin).read_text().splitlines()
         if any(">>> " in line and "+SKIP" not in line for line in lines):
             found.append(name)
     return found
