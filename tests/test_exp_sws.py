@@ -126,3 +126,30 @@ def test_a_per_model_setting_missing_a_model_is_refused_before_training(tmp_path
                        overrides={"models": ["lenet300", "lenet5caffe"],
                                   "pretrain_epochs": {"lenet300": 1}})
     assert not (tmp_path / "sws" / "results.json").exists()
+
+
+def test_a_curve_point_can_set_its_own_zero_component_prior():
+    from tying.experiments.sws import _make_priors, _point_cfg, _sws_label
+    from tying.models import LeNet300100
+
+    net = LeNet300100(10, in_features=64)
+    cfg = {"pi_zero": 0.99, "components": 5, "init": "range", "gamma_zero": [5000.0, 2.0],
+           "per_layer": False}
+    g = torch.Generator().manual_seed(0)
+    pt = {"tau": 0.01, "tau_end": 10.0, "pi_zero": 0.9, "gamma_zero": [5000.0, 0.5]}
+    (own,) = _make_priors(net, _point_cfg(cfg, pt), "lenet300", g)
+    (preset,) = _make_priors(net, _point_cfg(cfg, {"tau": 0.01}), "lenet300", g)
+    assert (own.pi_zero, own.gamma_zero) == (0.9, (5000.0, 0.5))
+    assert (preset.pi_zero, preset.gamma_zero) == (0.99, (5000.0, 2.0))
+    assert cfg["pi_zero"] == 0.99                       # the preset itself is untouched
+    assert _sws_label(pt) == "soft weight sharing τ=0.01→10.0, π₀=0.9, Γ₀=(5000.0, 0.5)"
+    cfg["gamma_zero"] = {"lenet300": [5000.0, 1.0], "lenet5caffe": [5000.0, 2.0]}
+    (per_model,) = _make_priors(net, cfg, "lenet300", g)
+    assert per_model.gamma_zero == (5000.0, 1.0)
+
+
+@pytest.mark.parametrize("point", [{"tau": 0.01, "pi0": 0.9}, {"tau_end": 10.0}, 0.01])
+def test_a_malformed_curve_point_is_refused_before_training(tmp_path, point):
+    with pytest.raises(ValueError, match=r"'sws' point must be a dict with 'tau'"):
+        run_experiment("sws", "quick", out=tmp_path, overrides={"sws": [point]})
+    assert not (tmp_path / "sws" / "results.json").exists()
