@@ -625,14 +625,14 @@ def _interp_loss_at_ratio(pts, ratio):
 
 
 def _point_text(row) -> str:
-    """One curve point for a claim's evidence: its τ schedule, ratio and points lost; a spread
-    only where several seeds measured it."""
-    tau = row["method"].removeprefix("soft weight sharing ").removesuffix(" + fine-tune")
+    """One curve point for a claim's evidence: its settings (τ schedule and any prior of its
+    own), ratio and points lost; a spread only where several seeds measured it."""
+    point = row["method"].removeprefix("soft weight sharing ").removesuffix(" + fine-tune")
     if row["seeds"] > 1:
-        return (f"{tau}: {row['ratio_han']} ± {row.get('ratio_han_std', 0)}× at "
+        return (f"{point}: {row['ratio_han']} ± {row.get('ratio_han_std', 0)}× at "
                 f"{row['points_lost']:+.2f} (error ± {row.get('error_after_std', 0)}), "
                 f"{row['seeds']} seeds")
-    return f"{tau}: {row['ratio_han']}× at {row['points_lost']:+.2f}, 1 seed"
+    return f"{point}: {row['ratio_han']}× at {row['points_lost']:+.2f}, 1 seed"
 
 
 def _claims(res, cfg, rows):
