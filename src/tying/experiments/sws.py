@@ -259,7 +259,8 @@ def _make_priors(model, cfg, mname, generator) -> list[MixturePrior]:
 
 # What one curve point may set: its τ schedule and, for that point only, the zero component's
 # prior (π₀, and the Gamma hyper-prior that sets its width).
-_POINT_KEYS = ("tau", "tau_end", "pi_zero", "gamma_zero")
+_POINT_PRIOR_KEYS = ("pi_zero", "gamma_zero")
+_POINT_KEYS = ("tau", "tau_end", *_POINT_PRIOR_KEYS)
 
 
 def _check_point(mname, pt) -> None:
@@ -270,7 +271,7 @@ def _check_point(mname, pt) -> None:
 
 def _point_cfg(cfg, pt) -> dict:
     """The settings for one curve point: the preset's, with the point's prior overrides."""
-    return {**cfg, **{k: pt[k] for k in ("pi_zero", "gamma_zero") if k in pt}}
+    return {**cfg, **{k: pt[k] for k in _POINT_PRIOR_KEYS if k in pt}}
 
 
 def _sws_label(pt: dict) -> str:
