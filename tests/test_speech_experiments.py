@@ -42,6 +42,26 @@ def test_waibel_tdnn_shape_and_sharing():
     assert sum(p.numel() for p in net.parameters()) == 16 * 8 * 3 + 8 + 8 * 3 * 5 + 3 + 1
 
 
+def test_wide_tdnn_reference_size_and_reproducible_training():
+    import torch
+
+    net = bdg.WideTDNN(64)
+    assert net(torch.randn(4, 16, 15)).shape == (4, 3)
+    # windows 3, 5, 5 over 16 -> W -> W -> 3 channels, weights and biases: 5W² + 65W + 3
+    assert sum(p.numel() for p in net.parameters()) == 5 * 64 ** 2 + 65 * 64 + 3 == 24_643
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 16, 15)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    cfg = {"lr": 0.01, "weight_decay": 0.0, "epochs": 2, "batch": 16}
+    # the network is built after seeding, so two runs agree whatever ran before them
+    first = bdg._train_tdnn(x, y, cfg, seed=5, make_net=lambda: bdg.WideTDNN(4))
+    torch.randn(100)
+    second = bdg._train_tdnn(x, y, cfg, seed=5, make_net=lambda: bdg.WideTDNN(4))
+    for a, b in zip(first.parameters(), second.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert isinstance(bdg._train_tdnn(x, y, cfg, seed=5), bdg.WaibelTDNN)
+
+
 @pytest.mark.system("espeak-ng")
 def test_end_to_end_unseen_word_gets_a_model(tmp_path):
     words = ["cat", "tack", "act"]

@@ -4,10 +4,11 @@ The TDNN (16 log-mel coefficients x 15 frames of 10 ms from the syllable onset; 
 window 3, then 3 units of window 5, each output unit summed over time: 515 parameters, every
 weight shared across time) is built from `tying.nn.TimeDelay`. It is compared with an HMM
 baseline (one left-to-right diagonal-GMM HMM per consonant, `tying.speech.PhoneHMMs`) and a
-logistic regression on the same 16 x 15 input, on speakers whose espeak-ng variants are never
-heard in training, at clean, 20, 10, 5 and 0 dB SNR (white noise). All three train on the same
-multi-condition set (every training token at every SNR, with fresh noise draws). Anchor: 98.5%
-(TDNN) vs. 93.7% (best HMM) on real Japanese /b d g/ (Waibel et al. 1989).
+logistic regression on the same 16 x 15 input (and, as a capacity reference, `WideTDNN`: 48x
+the parameters), on speakers whose espeak-ng variants are never heard in training, at clean,
+20, 10, 5 and 0 dB SNR (white noise). All of them train on the same multi-condition set
+(every training token at every SNR, with fresh noise draws). Anchor: 98.5% (TDNN) vs. 93.7%
+(best HMM) on real Japanese /b d g/ (Waibel et al. 1989).
 
 Speakers: espeak-ng's ~100 voice variants (all but the whispered ones, which have no voicing),
 split at random into training and test variants, a fresh split for every seed (so the spread
@@ -70,12 +71,16 @@ WHISPERED = ("whisper", "whisperf")   # excluded from the pool; scored separatel
 PRESETS = {
     "quick": {"n_vowels": 4, "train_variants": 12, "test_variants": 4, "styles": 1,
               "noise_draws": 1, "epochs": 30, "batch": 64, "lr": 0.01, "weight_decay": 1e-4,
-              "hmm_states": 5, "hmm_mix": 2, "hmm_iter": 5, "dither_db": 45.0, "vtlp": 0.0},
+              "hmm_states": 5, "hmm_mix": 2, "hmm_iter": 5, "dither_db": 45.0, "vtlp": 0.0,
+              "wide_width": 16},
     # 6 noise draws per training token and SNR: on validation speakers (held out from the
     # training variants, 4 seeds) 10 dB went from 0.959 with 3 draws to 0.965; 12 gave no more
     "full": {"n_vowels": 12, "train_variants": 73, "test_variants": 25, "styles": 3,
              "noise_draws": 6, "epochs": 60, "batch": 128, "lr": 0.01, "weight_decay": 1e-4,
-             "hmm_states": 8, "hmm_mix": 16, "hmm_iter": 8, "dither_db": 45.0, "vtlp": 0.0},
+             "hmm_states": 8, "hmm_mix": 16, "hmm_iter": 8, "dither_db": 45.0, "vtlp": 0.0,
+             # a capacity reference (WideTDNN): on validation speakers (2 seeds, 10 dB) width
+             # 64 scored 0.995 and 0.972 where the 516-parameter TDNN scored 0.980 and 0.944
+             "wide_width": 64},
 }
 
 
@@ -95,6 +100,28 @@ class WaibelTDNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.output(self.hidden(x)).sum(-1) * self.scale
+
+
+class WideTDNN(nn.Module):
+    """A capacity reference, not Waibel's network: three ReLU `TimeDelay` layers (windows 3, 5
+    and 5; ``width`` units in the hidden two, 3 outputs) averaged over time.
+
+    It answers what these voices allow when the 516-parameter budget is lifted (width 64:
+    24,643 parameters, every weight still shared across time).
+
+    Example:
+        >>> WideTDNN(8)(torch.randn(2, 16, 15)).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(self, width: int = 64):
+        super().__init__()
+        self.layers = nn.Sequential(TimeDelay(16, width, window=3, activation="relu"),
+                                    TimeDelay(width, width, window=5, activation="relu"),
+                                    TimeDelay(width, 3, window=5, activation=None))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x).mean(-1)
 
 
 def split_variants(n_train: int, n_test: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -174,10 +201,11 @@ def _dataset(utts, snrs, seed, draws: int = 1, *, vtlp: float = 0.0, clean_copie
     return np.stack(xs), np.array(ys)
 
 
-def _train_tdnn(x, y, cfg, seed):
-    """AdamW with a one-cycle learning rate (warm-up, then cosine decay to ~0)."""
+def _train_tdnn(x, y, cfg, seed, make_net=WaibelTDNN):
+    """AdamW with a one-cycle learning rate (warm-up, then cosine decay to ~0), on a network
+    ``make_net()`` builds after seeding."""
     gen = seed_everything(seed)
-    net = WaibelTDNN()
+    net = make_net()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     steps = cfg["epochs"] * -(-len(x) // cfg["batch"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=steps)
@@ -221,7 +249,8 @@ def _run(ctx, cfg):
             for s, spk in ctx.progress(jobs, "synthesize syllables")]
     whispered = [u for u in utts if u.speaker.variant in WHISPERED]
 
-    systems = ("TDNN", "HMM", "logistic")
+    # the wide TDNN is a capacity reference beside the three compared systems (width 0: off)
+    systems = ("TDNN", "HMM", "logistic") + (("wide TDNN",) if cfg.get("wide_width") else ())
     acc = {(s, snr): [] for s in systems for snr in SNRS}
     acc_whisper = {s: [] for s in systems}
     seconds = {s: [] for s in systems}
@@ -282,14 +311,26 @@ def _run(ctx, cfg):
             pred = hmm.predict(list(x.transpose(0, 2, 1)), lex, list(CONSONANTS))
             record("HMM", snr, [CONSONANTS.index(p) for p in pred], y)
 
+        if "wide TDNN" in systems:      # trained last: the other systems' runs stay as they were
+            t0 = time.perf_counter()
+            wide = _train_tdnn(x_tr, y_tr, cfg, seed,
+                               make_net=lambda: WideTDNN(cfg["wide_width"]))
+            seconds["wide TDNN"].append(time.perf_counter() - t0)
+            with torch.no_grad():
+                for snr, (x, y) in tests.items():
+                    record("wide TDNN", snr, wide(torch.from_numpy(x)).argmax(1).numpy(), y)
+            split_rows[-1]["wide TDNN 10 dB"] = f"{acc[('wide TDNN', 10.0)][-1]:.3f}"
+
     result = ctx.result()
     for (s, snr), vals in acc.items():
-        result.add_metric(f"acc_{s}_{_label(snr).replace(' ', '')}", vals, "fraction")
+        result.add_metric(f"acc_{_key(s)}_{_label(snr).replace(' ', '')}", vals, "fraction")
     for s in systems:
-        result.add_metric(f"train_seconds_{s}", seconds[s], "s")
+        result.add_metric(f"train_seconds_{_key(s)}", seconds[s], "s")
     n_params = {"TDNN": sum(p.numel() for p in net.parameters()),
                 "logistic": int(lr.coef_.size + lr.intercept_.size),
                 "HMM": hmm.n_parameters()}
+    if "wide TDNN" in systems:
+        n_params["wide TDNN"] = sum(p.numel() for p in wide.parameters())
     rows = []
     for snr in SNRS:
         row = {"SNR": _label(snr)}
@@ -303,11 +344,13 @@ def _run(ctx, cfg):
                                  "train seconds (mean)": round(float(np.mean(seconds[s])), 1)}
                                 for s in systems])
     mean = {k: float(np.mean(v)) for k, v in acc.items()}
+    ceiling = (f"; the {n_params['wide TDNN']:,}-parameter wide TDNN "
+               f"{mean[('wide TDNN', 10.0)]:.3f}" if "wide TDNN" in systems else "")
     result.add_claim(
         "TDNN >= 98.5% (Waibel's figure) on unseen speakers at 10 dB SNR",
         mean[("TDNN", 10.0)] >= 0.985,
         f"TDNN {mean[('TDNN', 10.0)]:.3f} at 10 dB (HMM {mean[('HMM', 10.0)]:.3f}, "
-        f"logistic {mean[('logistic', 10.0)]:.3f})")
+        f"logistic {mean[('logistic', 10.0)]:.3f}{ceiling})")
     noisy = [s for s in SNRS if s is not None]
     ahead = {s: mean[("TDNN", s)] > max(mean[("HMM", s)], mean[("logistic", s)]) for s in noisy}
     result.add_claim(
@@ -316,7 +359,8 @@ def _run(ctx, cfg):
         "; ".join(f"{s:g} dB: TDNN {mean[('TDNN', s)]:.3f} vs HMM {mean[('HMM', s)]:.3f}, "
                   f"logistic {mean[('logistic', s)]:.3f}" for s in noisy))
     for system in systems:
-        result.add_metric(f"acc_{system}_whispered_clean", acc_whisper[system], "fraction")
+        result.add_metric(f"acc_{_key(system)}_whispered_clean", acc_whisper[system],
+                          "fraction")
     result.add_table("Whispered voices (outside the pool: no voicing), clean, mean over seeds",
                      [{"system": s, "accuracy": f"{np.mean(acc_whisper[s]):.3f}"}
                       for s in systems])
@@ -350,6 +394,7 @@ def _run(ctx, cfg):
         "iterations, one model per consonant. Logistic regression: scikit-learn, L2 (C=1), on "
         "the 240 inputs.",
         *_front_end_notes(cfg),
+        *_wide_notes(cfg),
         "Why the speaker pool matters: the earlier version trained on 20 variants and tested on "
         "10 others (among them zac, whose formants are all scaled by 1.45, and anika); the "
         "logistic regression then reached 0.895 clean and the TDNN 0.865. Training on ~75 "
@@ -360,6 +405,20 @@ def _run(ctx, cfg):
     ]
     _plot(ctx, result, systems, acc)
     return result
+
+
+def _wide_notes(cfg) -> list[str]:
+    if not cfg.get("wide_width"):
+        return []
+    return [
+        f"Wide TDNN (a capacity reference, not one of the compared systems): the same input, "
+        f"three ReLU TimeDelay layers (windows 3, 5, 5; {cfg['wide_width']} units in the hidden "
+        "two), averaged over time, trained exactly as the TDNN. The issue fixes the compared "
+        "TDNN at Waibel's 516 parameters; this row shows how much of the gap to 98.5% is that "
+        "budget and how much is the voices. On validation speakers (2 seeds, 10 dB) it scored "
+        "0.995 and 0.972 where the 516-parameter TDNN scored 0.980 and 0.944. Distilling it "
+        "into the 516-parameter TDNN (alpha 0.7, T 2) scored 0.974 and 0.921: worse than "
+        "training that TDNN alone."]
 
 
 def _front_end_notes(cfg) -> list[str]:
@@ -401,6 +460,11 @@ def _front_end_notes(cfg) -> list[str]:
     return notes
 
 
+def _key(system: str) -> str:
+    """A system's name as it appears in metric keys ("wide TDNN" -> "wide_TDNN")."""
+    return system.replace(" ", "_")
+
+
 def _label(snr) -> str:
     return "clean" if snr is None else f"{snr:g} dB"
 
@@ -410,10 +474,11 @@ def _plot(ctx, result, systems, acc):
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     xs = np.arange(len(SNRS))
-    for s, style in zip(systems, ("C0-o", "C1-s", "C2-^")):
+    for s, style in zip(systems, ("C0-o", "C1-s", "C2-^", "C3:d")):
         m = [np.mean(acc[(s, snr)]) for snr in SNRS]
         e = [np.std(acc[(s, snr)]) for snr in SNRS]
-        ax.errorbar(xs, m, yerr=e, fmt=style, capsize=3, label=s)
+        ax.errorbar(xs, m, yerr=e, fmt=style, capsize=3,
+                    label="wide TDNN (capacity reference)" if s == "wide TDNN" else s)
     ax.axhline(0.985, color="gray", ls=":", lw=1, label="Waibel 1989 TDNN (98.5%)")
     ax.axhline(0.937, color="gray", ls="--", lw=1, label="Waibel 1989 HMM (93.7%)")
     ax.set_xticks(xs, [_label(s) for s in SNRS])
