@@ -62,6 +62,18 @@ def test_wide_tdnn_reference_size_and_reproducible_training():
     assert isinstance(bdg._train_tdnn(x, y, cfg, seed=5), bdg.WaibelTDNN)
 
 
+@pytest.mark.parametrize("width", [-1, 2.5, "64", True])
+def test_a_bad_wide_width_is_refused_before_any_work(width):
+    from tying.experiments.runner import RunSettingsError
+
+    def no_work(*_):
+        raise AssertionError("synthesis started before the settings were checked")
+
+    ctx = SimpleNamespace(seeds=[0], progress=no_work)
+    with pytest.raises(RunSettingsError, match="wide_width"):
+        bdg._run(ctx, {**bdg.PRESETS["quick"], "wide_width": width})
+
+
 @pytest.mark.system("espeak-ng")
 def test_end_to_end_unseen_word_gets_a_model(tmp_path):
     words = ["cat", "tack", "act"]

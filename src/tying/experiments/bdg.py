@@ -44,7 +44,7 @@ from ..speech.hmm import PhoneHMMs
 from ..speech.lexicon import Lexicon
 from ..system import require_espeak
 from .registry import register_experiment
-from .runner import seed_everything
+from .runner import RunSettingsError, seed_everything
 
 CONSONANTS = ("b", "d", "g")
 VOWELS = ("A:", "i:", "u:", "eI", "oU", "E", "aI", "O:", "a", "I", "V", "aU")
@@ -235,6 +235,11 @@ def run(ctx):
 def _run(ctx, cfg):
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
+
+    width = cfg.get("wide_width", 0)      # checked before the long synthesis and training
+    if isinstance(width, bool) or not isinstance(width, int) or width < 0:
+        raise RunSettingsError(f"wide_width must be a whole number of units, 0 to leave the wide "
+                               f"TDNN out, got {width!r}")
 
     vowels = VOWELS[: cfg["n_vowels"]]
     syllables = [f"{c}'{v}" for c in CONSONANTS for v in vowels]
