@@ -400,7 +400,7 @@ def _run(ctx, cfg):
         "iterations, one model per consonant. Logistic regression: scikit-learn, L2 (C=1), on "
         "the 240 inputs.",
         *_front_end_notes(cfg),
-        *_wide_notes(cfg),
+        *_wide_notes(width),
         "Why the speaker pool matters: the earlier version trained on 20 variants and tested on "
         "10 others (among them zac, whose formants are all scaled by 1.45, and anika); the "
         "logistic regression then reached 0.895 clean and the TDNN 0.865. Training on ~75 "
@@ -413,12 +413,12 @@ def _run(ctx, cfg):
     return result
 
 
-def _wide_notes(cfg) -> list[str]:
-    if not cfg.get("wide_width"):
+def _wide_notes(width: int) -> list[str]:
+    if not width:
         return []
     return [
         f"Wide TDNN (a capacity reference, not one of the compared systems): the same input, "
-        f"three ReLU TimeDelay layers (windows 3, 5, 5; {cfg['wide_width']} units in the hidden "
+        f"three ReLU TimeDelay layers (windows 3, 5, 5; {width} units in the hidden "
         "two), averaged over time, trained exactly as the TDNN. The issue fixes the compared "
         "TDNN at Waibel's 516 parameters; this row shows how much of the gap to 98.5% is that "
         "budget and how much is the voices. On validation speakers (2 seeds, 10 dB) it scored "
