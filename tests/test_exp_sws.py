@@ -32,9 +32,17 @@ def test_sws_quick(tmp_path):
     methods = {r["method"].split(" ")[0] for r in rows}
     assert {"soft", "Deep", "k-means", "HashedNets"} <= methods
     assert rows[0]["method"] == "pretrained" and rows[0]["ratio_han"] == 1
-    for r in rows[1:]:
+    assert rows[1]["method"].startswith("dense control") and rows[1]["ratio_han"] == 1
+    for r in rows[2:]:
         assert r["ratio_han"] > 1 and r["file_bytes"] > 0 and 0 <= r["error_after_%"] <= 100
     m = data["metrics"]
+    # points lost count from the better dense net: the pretrained one or its prior-free
+    # retraining (the dense control), seed by seed
+    pre, ctl = m["lenet300_pretrained_error"]["values"], m["lenet300_control_error"]["values"]
+    ref = m["lenet300_reference_error"]["values"]
+    assert ref == [min(a, b) for a, b in zip(pre, ctl, strict=True)]
+    for r in rows:
+        assert r["points_lost"] == pytest.approx(r["error_after_%"] - ref[0], abs=0.02)
     # the claims are computed from these numbers, not typed in
     goal_claim = next(c for c in data["claims"] if "≥ 64×" in c["claim"])
     final = [r for r in rows if r["method"].startswith("soft") and "fine-tune" in r["method"]]
