@@ -213,6 +213,12 @@ def test_deep_compression_pieces():
         magnitude_masks(net, 1.0)
     with pytest.raises(ValueError, match="distinct"):
         Compressed.from_model(nn.Linear(100, 50), quantized=["weight"])
+    # 8 bits: 255 clusters, so the codebook (entry 0 = zero) still fits the file
+    torch.manual_seed(0)
+    big = nn.Linear(200, 100)
+    names = kmeans_quantize_(big, 8, include="weight")
+    assert 200 < len(torch.unique(big.weight.detach())) <= 255
+    assert Compressed.from_model(big, quantized=names).stats.ratio_han > 3
 
 
 def test_docstring_examples_run():

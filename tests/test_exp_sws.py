@@ -161,3 +161,29 @@ def test_a_malformed_curve_point_is_refused_before_training(tmp_path, point):
     with pytest.raises(ValueError, match=r"'sws' point must be a dict with 'tau'"):
         run_experiment("sws", "quick", out=tmp_path, overrides={"sws": [point]})
     assert not (tmp_path / "sws" / "results.json").exists()
+
+
+@pytest.mark.parametrize("point, key", [({"tau": -0.01}, "'tau'"), ({"tau": 0.0}, "'tau'"),
+                                        ({"tau": 0.01, "tau_end": -1.0}, "'tau_end'"),
+                                        ({"tau": float("nan")}, "'tau'"),
+                                        ({"tau": 0.01, "pi_zero": 1.0}, "'pi_zero'")])
+def test_a_bad_tau_or_pi_zero_is_refused_before_training(tmp_path, point, key):
+    # a negative τ would silently train with no prior; a negative τ_end makes τ(t) complex
+    with pytest.raises(ValueError, match=key):
+        run_experiment("sws", "quick", out=tmp_path, overrides={"sws": [point]})
+    assert not (tmp_path / "sws" / "results.json").exists()
+
+
+def test_equal_accuracy_comparison_interpolates_the_other_curve():
+    from tying.experiments.sws import _equal_error_pairs, _frontier
+
+    assert _frontier([(10.0, 20.0), (10.5, 15.0), (11.0, 30.0)]) == [(10.0, 20.0), (11.0, 30.0)]
+    dc = [(10.0, 10.0), (12.0, 40.0)]
+    pairs = _equal_error_pairs([(11.0, 25.0), (13.0, 90.0)], dc)
+    # SWS's 11% point against DC's curve: 10·4^0.5 = 20×; DC's 12% point against SWS's
+    # curve: 25·3.6^0.5; SWS's 13% and DC's 10% lie outside the other curve's errors
+    assert pairs[0] == pytest.approx((11.0, 25.0, 20.0))
+    assert pairs[1] == pytest.approx((12.0, 25.0 * 3.6 ** 0.5, 40.0))
+    assert len(pairs) == 2
+    # no tolerance: an SWS point 0.3 point worse than DC's only point is not "equal accuracy"
+    assert _equal_error_pairs([(10.3, 50.0)], [(10.0, 20.0)]) == []

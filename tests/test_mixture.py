@@ -169,6 +169,16 @@ def test_kmeans_init_and_kmeans_1d():
     assert c.tolist() == pytest.approx([-1.0, 2.0, 5.0])
 
 
+def test_the_prior_owns_only_the_mixture_parameters():
+    net = nn.Linear(4, 4)
+    prior = tying.MixturePrior(net, 3)
+    assert [n for n, _ in prior.named_parameters()] == ["means", "log_precisions",
+                                                        "mixing_logits"]
+    assert set(prior.state_dict()) == {"means", "log_precisions", "mixing_logits"}
+    prior.eval()
+    assert net.training                     # the model's mode is not the prior's business
+
+
 def test_errors():
     net = nn.Linear(4, 4)
     with pytest.raises(ValueError, match="n_components"):

@@ -506,8 +506,16 @@ def kmeans_quantize_(model: nn.Module, bits: int | dict[str, int], *, include="*
                      generator: torch.Generator | None = None) -> list[str]:
     """Per-tensor k-means (linear init, Han et al.) of the non-zero weights, in place.
 
-    ``bits``: log₂ of the number of clusters, or ``{glob: bits}``; zeros stay zero. Returns
-    the quantized names (pass them to `Compressed.from_model(model, quantized=...)`).
+    ``bits``: log₂ of the number of clusters, or ``{glob: bits}``; zeros stay zero. At 8 bits
+    there are 255 clusters, not 256: a `Compressed` codebook keeps its entry 0 for the pruned
+    zeros. Returns the quantized names (pass them to
+    `Compressed.from_model(model, quantized=...)`).
+
+    Example:
+        >>> net = torch.nn.Linear(64, 64)
+        >>> names = kmeans_quantize_(net, 3)
+        >>> names, net.weight.unique().numel() <= 8
+        (['weight'], True)
     """
     import fnmatch
 
@@ -522,7 +530,7 @@ def kmeans_quantize_(model: nn.Module, bits: int | dict[str, int], *, include="*
         if nz.sum() == 0:
             names.append(n)
             continue
-        c = kmeans_1d(w[nz], 1 << int(b), generator=generator).to(w.dtype)
+        c = kmeans_1d(w[nz], min(1 << int(b), 255), generator=generator).to(w.dtype)
         edges = (c[1:] + c[:-1]) / 2
         q = c[torch.bucketize(w[nz], edges)]
         q[q == 0] = torch.finfo(w.dtype).tiny                # keep "non-zero" non-zero

@@ -292,7 +292,6 @@ class MixturePrior(nn.Module):
                 raise ValueError(f"{nm} must be None or (alpha > 0, beta > 0), got {g!r}")
         named = select_parameters(model, include, exclude)
         self._targets = [(n, p) for n, p in named]      # a plain list: not registered
-        self._model_ref = model
         self.zero_component = bool(zero_component)
         self.pi_zero = float(pi_zero)
         self.gamma = gamma

@@ -270,6 +270,15 @@ def _check_point(mname, pt) -> None:
     if not isinstance(pt, dict) or "tau" not in pt or set(pt) - set(_POINT_KEYS):
         raise RunSettingsError(f"{mname}: an 'sws' point must be a dict with 'tau' and at most "
                                f"{list(_POINT_KEYS)}, got {pt!r}")
+    for key in ("tau", "tau_end"):   # τ rises geometrically from tau to tau_end: both > 0
+        v = pt.get(key, 1.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+            raise RunSettingsError(f"{mname}: an 'sws' point's {key!r} must be a finite number "
+                                   f"> 0 (e.g. 0.01), got {v!r}")
+    v = pt.get("pi_zero", 0.5)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+        raise RunSettingsError(f"{mname}: an 'sws' point's 'pi_zero' must be in (0, 1) (e.g. "
+                               f"0.99), got {pt['pi_zero']!r}")
 
 
 def _point_cfg(cfg, pt) -> dict:
@@ -711,19 +720,55 @@ def _claims(res, cfg, rows):
             f"{err0:.2f}%, and the same net retrained without the prior, {ctl:.2f}%); "
             f"{curve}; {desc}; anchor: Ullrich et al. "
             f"{goal:.0f}× on MNIST")
-        dc = [r for r in mine if r["method"].startswith("Deep")]
-        beats = [any(s["error_after_%"] <= d["error_after_%"] + 0.5
-                     and s["ratio_han"] > d["ratio_han"] for s in final) for d in dc]
+        dc = [(d["error_after_%"], d["ratio_han"]) for d in mine
+              if d["method"].startswith("Deep")]
+        sw = [(r["error_after_%"], r["ratio_han"]) for r in final]
+        pairs = _equal_error_pairs(sw, dc)
         res.add_claim(
             f"{mname}: soft weight sharing compresses more than our Deep Compression at equal "
-            f"accuracy (for every DC point an SWS point within 0.5 point of its error, or "
-            f"better, with a higher ratio; means over seeds) ({data})",
-            bool(dc) and all(beats),
-            "Deep Compression: " + ", ".join(f"{d['ratio_han']}× at {d['error_after_%']}%"
-                                             for d in dc)
-            + "; SWS: " + ", ".join(f"{r['ratio_han']}× at {r['error_after_%']}%"
-                                    for r in final))
+            f"accuracy (at every error where both curves are measured, SWS's ratio is the "
+            f"higher: each method's points against the other's best-ratio curve, interpolated "
+            f"in log-ratio; means over seeds) ({data})",
+            bool(pairs) and all(a > b for _, a, b in pairs),
+            "Deep Compression: " + ", ".join(f"{r}× at {e}%" for e, r in sorted(dc))
+            + "; SWS: " + ", ".join(f"{r}× at {e}%" for e, r in sorted(sw))
+            + "; at equal error (SWS vs DC): "
+            + ("; ".join(f"{e:.2f}%: {a:.1f}× vs {b:.1f}×" for e, a, b in pairs) if pairs
+               else "the two curves share no error level"))
     return curves
+
+
+def _frontier(pts):
+    """The best-ratio curve of (error, ratio) points: those no other point beats on both."""
+    out: list[tuple[float, float]] = []
+    for e, r in sorted(pts, key=lambda p: (p[0], -p[1])):
+        if not out or r > out[-1][1]:
+            out.append((e, r))
+    return out
+
+
+def _ratio_at_error(front, err):
+    """The frontier's ratio at ``err`` (log-ratio linear in error between its points); None
+    outside the errors it spans."""
+    if not front or not front[0][0] <= err <= front[-1][0]:
+        return None
+    for (e1, r1), (e2, r2) in itertools.pairwise(front):
+        if e1 <= err <= e2:
+            f = 0.0 if e2 == e1 else (err - e1) / (e2 - e1)
+            return math.exp(math.log(r1) + f * (math.log(r2) - math.log(r1)))
+    return front[0][1]
+
+
+def _equal_error_pairs(sws, dc):
+    """(error, SWS ratio, DC ratio) wherever one method has a point and the other's frontier
+    spans that error: the comparison "at equal accuracy", with no tolerance."""
+    pairs = []
+    for pts, other, mine_first in ((sws, _frontier(dc), True), (dc, _frontier(sws), False)):
+        for e, r in pts:
+            o = _ratio_at_error(other, e)
+            if o is not None:
+                pairs.append((e, r, o) if mine_first else (e, o, r))
+    return sorted(set(pairs))
 
 
 def _plots(ctx, res, curves, hist):
