@@ -130,8 +130,37 @@ def test_hyperprior_prevents_variance_collapse():
         without.em_step()
     assert torch.isfinite(with_prior.precisions()).all()
     assert with_prior.precisions().max() < 1e4          # bounded by α/β-scale
-    assert not torch.isfinite(without.precisions()).all() or \
-        without.precisions().max() > 1e8                 # collapses without hyper-prior
+    # without a hyper-prior the variances collapse onto the σ floor, and stay finite there
+    assert without.precisions().max().item() == pytest.approx(1 / without.min_std ** 2)
+    assert torch.isfinite(without()) and torch.isfinite(without.log_precisions).all()
+    floored = tying.MixturePrior(net, 3, include="weight", init="kmeans", gamma=None,
+                                 gamma_zero=None, min_std=1e-3)
+    for _ in range(3):
+        floored.em_step()
+    assert floored.precisions().max().item() == pytest.approx(1e6)
+    with torch.no_grad():                 # a learning rate can push log λ past the cap ...
+        floored.log_precisions.fill_(40.0)
+    floored.log_precisions.grad = None
+    floored().backward()                  # ... where it has no effect and gets no gradient
+    assert floored.precisions().max().item() == pytest.approx(1e6)
+    assert torch.equal(floored.log_precisions.grad, torch.zeros(3))
+    with pytest.raises(ValueError, match="min_std"):
+        tying.MixturePrior(net, 3, min_std=0.0)
+
+
+def test_em_without_mean_updates_keeps_the_means_it_measures_around():
+    g = torch.Generator().manual_seed(0)
+    net = nn.Linear(1000, 1, bias=False).double()
+    with torch.no_grad():
+        net.weight.copy_(0.3 + 0.05 * torch.randn(1, 1000, generator=g, dtype=torch.float64))
+    prior = tying.MixturePrior(net, 2, include="weight", pi_zero=0.01, gamma=None)
+    with torch.no_grad():
+        prior.means.fill_(0.5)            # 0.2 away from the weights' centre
+    prior.em_step(update_means=False, update_mixing=False)
+    assert prior.means.item() == 0.5
+    # the variance is measured around 0.5: spread² + offset² = 0.05² + 0.2²
+    var = 1 / prior.precisions()[1].item()
+    assert var == pytest.approx(0.05 ** 2 + 0.2 ** 2, rel=0.05)
 
 
 def test_em_step_recovers_a_mixture():
@@ -167,6 +196,13 @@ def test_kmeans_init_and_kmeans_1d():
     x = torch.cat([torch.full((100,), -1.0), torch.full((50,), 2.0), torch.full((70,), 5.0)])
     c = kmeans_1d(x, 3)
     assert c.tolist() == pytest.approx([-1.0, 2.0, 5.0])
+    net = nn.Linear(220, 1, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(x.view(1, -1))
+    by_kmeans = tying.MixturePrior(net, 4, include="weight", init="kmeans")
+    assert by_kmeans.component_means()[1:].tolist() == pytest.approx([-1.0, 2.0, 5.0])
+    by_range = tying.MixturePrior(net, 4, include="weight", init="range")
+    assert by_range.component_means()[1:].tolist() != pytest.approx([-1.0, 2.0, 5.0])
 
 
 def test_the_prior_owns_only_the_mixture_parameters():
@@ -208,6 +244,19 @@ def test_penalty_validates_tau():
             prior.penalty(bad)
     with pytest.raises(TypeError, match="tau"):
         prior.penalty("0.1")
+
+
+def test_penalty_follows_the_warmup_schedule():
+    from tying.schedules import LinearWarmup
+
+    net = nn.Linear(4, 4)
+    prior = tying.MixturePrior(net, 3, schedule=LinearWarmup(steps=10))
+    full = prior().item()
+    assert prior.penalty(0.5, step=0).item() == 0
+    assert math.isclose(prior.penalty(0.5, step=5).item(), 0.25 * full, rel_tol=1e-6)
+    assert math.isclose(prior.penalty(0.5, step=99).item(), 0.5 * full, rel_tol=1e-6)
+    with pytest.raises(ValueError, match="step"):
+        prior.penalty(0.5)                # a schedule without a step would silently be off
 
 
 def test_docstring_examples_run():

@@ -23,9 +23,14 @@ The file (little-endian), version 1::
     b"TYINGCMP" | u16 version | u32 header length H | H bytes of JSON header | payload | u32 CRC-32
 
 The header lists each tensor (name, shape, kind, section sizes); the payload holds the sections
-in header order. The reader checks every field against the file's real size and against caps
-before it allocates anything, so a corrupt, truncated, wrong-version or hostile file raises
-`ValueError` (never a crash, never an allocation sized by an unchecked field).
+in header order. A model's persistent buffers (BatchNorm running statistics, ...) follow its
+parameters as ``"kind": "buffer"`` entries (float32 for floating buffers, like the parameters;
+int64 for integer and bool ones) and `Compressed.load_into` restores them; a model without
+persistent buffers has none, so its file is what it was before buffers were stored.
+Non-persistent buffers (index tables a module rebuilds itself) are not stored. The reader checks
+every field against the file's real size and against caps before it allocates anything, so a
+corrupt, truncated, wrong-version or hostile file raises `ValueError` (never a crash, never an
+allocation sized by an unchecked field).
 
 Why our own canonical Huffman coder: the alphabets are tiny (≤ 256 symbols), Han et al.'s ratio
 is defined with Huffman coding, a canonical code is described by its code lengths alone (one byte
@@ -61,7 +66,44 @@ MAGIC = b"TYINGCMP"
 VERSION = 1
 MAX_HEADER = 1 << 22          # 4 MiB of JSON header at most
 MAX_PARAMS = 1 << 27          # default cap on all tensors together (512 MiB of float32)
+MAX_CODEBOOK = 256            # entries of a codebook; entry 0 is zero (pruned weights, fillers)
 _FIXED = len(MAGIC) + 2 + 4 + 4
+_BUFFER_DTYPES = {"float32": "<f4", "int64": "<i8"}   # how buffers are stored
+
+
+def _persistent_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """name → the model's buffers that belong in its ``state_dict`` (not the non-persistent)."""
+    out = {}
+    for name, buf in model.named_buffers():
+        prefix, _, leaf = name.rpartition(".")
+        owner = model.get_submodule(prefix) if prefix else model
+        if leaf not in owner._non_persistent_buffers_set:
+            out[name] = buf
+    return out
+
+
+def _stored_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The persistent buffers as the file stores them: float32, or int64 (integers, bools)."""
+    out = {}
+    for name, buf in _persistent_buffers(model).items():
+        if buf.is_floating_point():
+            out[name] = buf.detach().to(torch.float32).cpu().clone()
+        elif buf.dtype in (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32,
+                           torch.int64):
+            out[name] = buf.detach().to(torch.int64).cpu().clone()
+        else:
+            raise ValueError(f"buffer {name!r} has dtype {buf.dtype}, which a compressed file "
+                             f"cannot store (float or integer buffers only); make it "
+                             f"non-persistent (register_buffer(..., persistent=False)) if the "
+                             f"module rebuilds it")
+    return out
+
+
+def _check_finite(name: str, w: torch.Tensor) -> None:
+    if not torch.isfinite(w).all():
+        raise ValueError(f"parameter {name!r} holds {int((~torch.isfinite(w)).sum())} NaN/inf "
+                         f"values; a compressed file stores finite values only (fix the model "
+                         f"first, e.g. retrain from a finite checkpoint)")
 
 
 def _rel_bits_for(shape: tuple[int, ...]) -> int:
@@ -97,6 +139,16 @@ class CompressionStats:
         file_bytes: the bytes of the real file (`Compressed.to_bytes`).
         ratio_file: 4 · n_params / file_bytes (float32 dense vs. our file).
         per_tensor: name → dict of the same quantities.
+
+    Persistent buffers (BatchNorm statistics) are in the file, so in ``file_bytes``, but they
+    are not parameters: they are left out of ``n_params`` and of the bit counts.
+
+    Example:
+        >>> net = torch.nn.Linear(4, 2, bias=False)
+        >>> _ = net.weight.data.copy_(torch.tensor([[0.5, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, -0.5]]))
+        >>> s = Compressed.from_model(net, quantized=["weight"]).stats
+        >>> s.n_params, s.n_nonzero, s.nonzero_percent, s.bits_fixed  # 2·(5 + 2) + 32·3
+        (8, 2, 25.0, 110)
     """
 
     n_params: int
@@ -147,7 +199,8 @@ class Compressed:
 
     Build one with `compress` (mixture prior) or `Compressed.from_model` (any model whose chosen
     tensors hold few distinct values: k-means, Deep Compression); write it with `save`, read it
-    with `load` / `from_bytes`, and put it back into a model with `load_into`.
+    with `load` / `from_bytes`, and put it back into a model with `load_into`. The model's
+    persistent buffers (BatchNorm running statistics, ...) are stored with it.
 
     Example:
         >>> net = torch.nn.Linear(8, 4)
@@ -159,12 +212,14 @@ class Compressed:
     """
 
     def __init__(self, quant: dict[str, _Quant], raw: dict[str, torch.Tensor],
-                 order: list[str], meta: dict | None = None) -> None:
+                 order: list[str], meta: dict | None = None,
+                 buffers: dict[str, torch.Tensor] | None = None) -> None:
         self._quant = quant
         self._raw = raw
         self._order = list(order)
-        self.meta = dict(meta or {})
-        self._bytes: bytes | None = None
+        self._buffers = dict(buffers or {})
+        self.meta = dict(meta or {})     # read at every `to_bytes`: edits are always saved
+        self._sections: tuple[list[dict], bytes] | None = None   # encoded tensors (cached)
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -173,7 +228,8 @@ class Compressed:
         """Store ``model``'s parameters; the names/globs in ``quantized`` through a codebook.
 
         Each quantized tensor must hold at most 256 distinct values (zero is always entry 0
-        of its codebook and is not stored in the CSR).
+        of its codebook and is not stored in the CSR). Every parameter must be finite
+        (ValueError naming it otherwise). Persistent buffers are stored as they are.
         """
         names = [n for n, _ in model.named_parameters()]
         chosen = {n for n, _ in select_parameters(model, list(quantized), None)} \
@@ -181,10 +237,11 @@ class Compressed:
         quant, raw = {}, {}
         for n, p in model.named_parameters():
             w = p.detach().to(torch.float32).cpu()
+            _check_finite(n, w)
             if n in chosen:
                 vals = torch.unique(w)
                 vals = vals[vals != 0]
-                if len(vals) > 255:
+                if len(vals) > MAX_CODEBOOK - 1:
                     raise ValueError(f"parameter {n!r} has {len(vals)} distinct non-zero "
                                      f"values; quantize it first (at most 255 + zero)")
                 codebook = torch.cat([torch.zeros(1), vals])
@@ -193,11 +250,12 @@ class Compressed:
                 quant[n] = _Quant(tuple(w.shape), codebook, index, _rel_bits_for(tuple(w.shape)))
             else:
                 raw[n] = w.clone()
-        return cls(quant, raw, names, meta)
+        return cls(quant, raw, names, meta, _stored_buffers(model))
 
     # ---------------------------------------------------------------- dense views
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """name → dense float32 tensor (quantized tensors decoded)."""
+        """name → dense float32 tensor (quantized tensors decoded), then the persistent buffers
+        (float32 or int64)."""
         out = {}
         for n in self._order:
             if n in self._quant:
@@ -205,34 +263,59 @@ class Compressed:
                 out[n] = q.codebook[q.index.long()].reshape(q.shape).clone()
             else:
                 out[n] = self._raw[n].clone()
+        for n, b in self._buffers.items():
+            out[n] = b.clone()
         return out
 
     def names(self) -> list[str]:
+        """The parameter names, in the model's order (buffers not included)."""
         return list(self._order)
 
     @torch.no_grad()
     def load_into(self, model: nn.Module) -> nn.Module:
-        """Write the (dense, decoded) values into ``model``; names and shapes must match first."""
+        """Write the (dense, decoded) values and the persistent buffers into ``model``; names and
+        shapes must match first (nothing is written otherwise)."""
         params = dict(model.named_parameters())
-        missing = [n for n in self._order if n not in params]
-        extra = [n for n in params if n not in self._quant and n not in self._raw]
+        bufs = _persistent_buffers(model)
+        missing = [n for n in self._order if n not in params] + \
+            [n for n in self._buffers if n not in bufs]
+        extra = [n for n in params if n not in self._quant and n not in self._raw] + \
+            [n for n in bufs if n not in self._buffers]
         if missing or extra:
+            hint = "" if not any(n in bufs for n in extra) else (
+                "; the model's persistent buffers (e.g. BatchNorm statistics) are not in the "
+                "file: compress the trained model again to store them")
             raise ValueError(f"the compressed file does not fit this model: missing in the model "
-                             f"{missing[:5]}, not in the file {extra[:5]}")
+                             f"{missing[:5]}, not in the file {extra[:5]}{hint}")
         for n in self._order:
             shape = self._quant[n].shape if n in self._quant else tuple(self._raw[n].shape)
             if tuple(params[n].shape) != shape:
                 raise ValueError(f"parameter {n!r}: the file has shape {shape}, the model "
                                  f"{tuple(params[n].shape)}")
+        for n, b in self._buffers.items():
+            if tuple(bufs[n].shape) != tuple(b.shape):
+                raise ValueError(f"buffer {n!r}: the file has shape {tuple(b.shape)}, the model "
+                                 f"{tuple(bufs[n].shape)}")
         for n, t in self.state_dict().items():
-            params[n].copy_(t.to(params[n].dtype))
+            target = bufs[n] if n in self._buffers else params[n]
+            target.copy_(t.to(target.dtype))
         return model
 
     # ---------------------------------------------------------------- encoding
     def to_bytes(self) -> bytes:
-        """The version-1 file as bytes."""
-        if self._bytes is not None:
-            return self._bytes
+        """The version-1 file as bytes (with the current ``meta``)."""
+        if not isinstance(self.meta, dict):
+            raise TypeError(f"meta must be a dict, got {type(self.meta).__name__}")
+        if self._sections is None:
+            self._sections = self._encode_tensors()
+        tensors, payload = self._sections
+        header = json.dumps({"tensors": tensors, "meta": self.meta},
+                            separators=(",", ":")).encode()
+        body = MAGIC + struct.pack("<HI", VERSION, len(header)) + header + payload
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    def _encode_tensors(self) -> tuple[list[dict], bytes]:
+        """The header's tensor entries and the payload (the costly part of `to_bytes`)."""
         tensors, payload = [], []
         for n in self._order:
             if n in self._raw:
@@ -252,11 +335,13 @@ class Compressed:
                             "rel_bits": q.rel_bits, "k": k, "n_entries": len(rel),
                             "rel_nbytes": len(rel_s), "idx_nbytes": len(idx_s)})
             payload += [cb, bytes(rl), bytes(il), rel_s, idx_s]
-        header = json.dumps({"tensors": tensors, "meta": self.meta},
-                            separators=(",", ":")).encode()
-        body = MAGIC + struct.pack("<HI", VERSION, len(header)) + header + b"".join(payload)
-        self._bytes = body + struct.pack("<I", zlib.crc32(body))
-        return self._bytes
+        for n, buf in self._buffers.items():
+            dtype = "float32" if buf.dtype == torch.float32 else "int64"
+            b = buf.contiguous().numpy().astype(_BUFFER_DTYPES[dtype]).tobytes()
+            tensors.append({"name": n, "shape": list(buf.shape), "kind": "buffer",
+                            "dtype": dtype, "nbytes": len(b)})
+            payload.append(b)
+        return tensors, b"".join(payload)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the file atomically (temporary file in the same directory, then rename)."""
@@ -294,8 +379,9 @@ class Compressed:
             raise ValueError(f"header length {hlen} exceeds the file")
         try:
             header = json.loads(data[start:start + hlen].decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"compressed file header is not valid JSON: {e}") from None
+        except (ValueError, RecursionError) as e:   # bad UTF-8/JSON, huge ints, deep nesting
+            raise ValueError(f"compressed file header is not valid JSON: "
+                             f"{type(e).__name__}: {str(e)[:200]}") from None
         return cls._parse(header, memoryview(data)[start + hlen:len(data) - 4], int(max_params))
 
     @classmethod
@@ -314,7 +400,7 @@ class Compressed:
         meta = header.get("meta", {})
         if not isinstance(meta, dict):
             fail("'meta' must be an object")
-        quant, raw, order = {}, {}, []
+        quant, raw, buffers, order = {}, {}, {}, []
         pos, total = 0, 0
         n_bytes = len(payload)
 
@@ -330,7 +416,8 @@ class Compressed:
             if not isinstance(t, dict):
                 fail("every tensor entry must be an object")
             name, shape, kind = t.get("name"), t.get("shape"), t.get("kind")
-            if not isinstance(name, str) or not name or name in quant or name in raw:
+            if not isinstance(name, str) or not name or name in quant or name in raw \
+                    or name in buffers:
                 fail(f"bad or duplicate tensor name {name!r}")
             if not isinstance(shape, list) or len(shape) > 8 or not all(
                     isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= max_params
@@ -349,7 +436,7 @@ class Compressed:
                 raw[name] = torch.from_numpy(arr.copy()).reshape(shape)
             elif kind == "csr":
                 rel_bits = get_int(t, "rel_bits", 1, 8)
-                k = get_int(t, "k", 1, 256)
+                k = get_int(t, "k", 1, MAX_CODEBOOK)
                 n_entries = get_int(t, "n_entries", 0, numel)
                 rel_nb = get_int(t, "rel_nbytes", 0, n_bytes)
                 idx_nb = get_int(t, "idx_nbytes", 0, n_bytes)
@@ -364,12 +451,24 @@ class Compressed:
                 index = _uncsr(rel, idx, numel, k, rel_bits)
                 quant[name] = _Quant(tuple(shape), torch.from_numpy(codebook.copy()),
                                      torch.from_numpy(index), rel_bits)
+            elif kind == "buffer":
+                dtype = t.get("dtype")
+                if dtype not in _BUFFER_DTYPES:
+                    fail(f"buffer {name!r}: dtype must be one of {sorted(_BUFFER_DTYPES)}, "
+                         f"got {dtype!r}")
+                item = np.dtype(_BUFFER_DTYPES[dtype]).itemsize
+                nb = get_int(t, "nbytes", 0, n_bytes)
+                if nb != item * numel:
+                    fail(f"buffer {name!r}: {nb} bytes for {numel} {dtype} values")
+                arr = np.frombuffer(take(nb), dtype=_BUFFER_DTYPES[dtype]).astype(dtype)
+                buffers[name] = torch.from_numpy(arr.copy()).reshape(shape)
+                continue                                   # buffers are not parameters
             else:
                 fail(f"tensor {name!r}: unknown kind {kind!r}")
             order.append(name)
         if pos != n_bytes:
             fail(f"{n_bytes - pos} unread bytes after the last section")
-        return cls(quant, raw, order, meta)
+        return cls(quant, raw, order, meta, buffers)
 
     # ---------------------------------------------------------------- sizes
     @property
@@ -401,6 +500,8 @@ class Compressed:
             per[n] = {"kind": "csr", "params": m, "nonzero": nz, "entries": len(rel),
                       "codebook": k, "rel_bits": q.rel_bits, "bits_fixed": bf,
                       "bits_han": b, "ratio_han": 32 * m / max(b, 1)}
+        for n, buf in self._buffers.items():   # in the file, not parameters: no bits counted
+            per[n] = {"kind": "buffer", "elements": buf.numel(), "dtype": str(buf.dtype)}
         return CompressionStats(
             n_params=n_params, n_quantized=n_q, n_nonzero=n_nz,
             nonzero_percent=100.0 * n_nz / max(n_q, 1), n_entries=n_ent, bits_fixed=fixed,
@@ -430,6 +531,11 @@ def compress(model: nn.Module, prior: MixturePrior | Sequence[MixturePrior], *,
         A `Compressed`; ``compressed.load_into(model)`` makes ``model`` the quantized model.
         The model itself is not modified.
 
+    Raises:
+        ValueError: a prior has more than 255 non-zero components after merging: a codebook
+            holds 256 entries and entry 0 is the pruned zero, so ``n_components`` ≤ 256 with
+            the zero component, ≤ 255 without.
+
     Example:
         >>> net = torch.nn.Linear(32, 8)
         >>> packed = compress(net, MixturePrior(net, 4, include="weight"))
@@ -442,9 +548,18 @@ def compress(model: nn.Module, prior: MixturePrior | Sequence[MixturePrior], *,
         raise TypeError(f"prior must be a tying.MixturePrior or a non-empty sequence of them, "
                         f"got {type(prior).__name__}")
     owner: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-    for pr in priors:
+    for i, pr in enumerate(priors):
         pr.check_model(model)
         merged = pr.merged(kl_threshold)
+        n_nonzero = int((merged[0].abs() >= 1e-12).sum())     # the same test as the pruning
+        if n_nonzero > MAX_CODEBOOK - 1:
+            which = "prior" if len(priors) == 1 else f"prior {i}"
+            raise ValueError(
+                f"{which} has n_components={pr.n_components}, {n_nonzero} of them non-zero "
+                f"after merging, but a compressed codebook holds at most {MAX_CODEBOOK - 1} "
+                f"non-zero values (entry 0 is the pruned zero): use n_components <= "
+                f"{MAX_CODEBOOK} with the zero component (<= {MAX_CODEBOOK - 1} without), or "
+                f"merge components (prior.merge_(kl_threshold), or a larger kl_threshold here)")
         for n, _ in pr.named_targets():
             if n in owner:
                 raise ValueError(f"parameter {n!r} is covered by two of the priors; give each "
@@ -454,6 +569,7 @@ def compress(model: nn.Module, prior: MixturePrior | Sequence[MixturePrior], *,
     n_comp = 0
     for n, p in model.named_parameters():
         w = p.detach().to(torch.float32).cpu()
+        _check_finite(n, w)     # a diverged weight would take a component's mean silently
         if n not in owner:
             raw[n] = w.clone()
             continue
@@ -470,7 +586,7 @@ def compress(model: nn.Module, prior: MixturePrior | Sequence[MixturePrior], *,
         quant[n] = _Quant(tuple(w.shape), codebook, index, _rel_bits_for(tuple(w.shape)))
     return Compressed(quant, raw, [n for n, _ in model.named_parameters()],
                       {"method": "soft weight sharing", "components": n_comp,
-                       "mixtures": len(priors)})
+                       "mixtures": len(priors)}, _stored_buffers(model))
 
 
 # -------------------------------------------------------------------- Deep Compression pieces
@@ -481,6 +597,12 @@ def magnitude_masks(model: nn.Module, sparsity: float | dict[str, float], *,
 
     ``sparsity`` is a fraction in [0, 1), or ``{glob: fraction}`` (first matching glob wins).
     Returns name → bool mask (True = kept); apply it with ``p.mul_(mask)`` after each step.
+
+    Example:
+        >>> net = torch.nn.Linear(4, 1, bias=False)
+        >>> _ = net.weight.data.copy_(torch.tensor([[0.1, -0.4, 0.2, 0.3]]))
+        >>> magnitude_masks(net, 0.5)["weight"]
+        tensor([[False,  True, False,  True]])
     """
     import fnmatch
 

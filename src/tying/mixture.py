@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from .names import suggest
+from .schedules import Constant, Schedule, as_schedule
 
 __all__ = ["MixturePrior", "naive_neg_log_likelihood"]
 
@@ -252,10 +253,17 @@ class MixturePrior(nn.Module):
             parameters); default: every parameter whose name ends in ``weight``.
         init: ``"range"`` (means evenly over [min w, max w]) or ``"kmeans"`` (1-D k-means of
             the current weights; use after pretraining).
-        init_std: initial σ of every component; default: the spacing of the initial means.
+        init_std: initial σ of every component; default: the weights' range / (J + 1),
+            at least 1e-3.
         gamma: Gamma hyper-prior (α, β) on the precision λ of the non-zero components;
             ``None`` disables it (variances may collapse).
         gamma_zero: (α, β) for the zero component's precision.
+        min_std: a floor on every σ (the precisions are capped at 1/min_std² wherever they
+            are used), so that no component can collapse onto a few weights even with
+            ``gamma=None``. The default hyper-priors keep σ far above it.
+        schedule: τ's multiplier by step for `penalty` (`tying.schedules`, e.g.
+            ``LinearWarmup(steps=...)``: a warm-up when the network was not pretrained);
+            default constant 1.
         chunk_size: weights per chunk of the fused computation.
         generator: randomness for the k-means initialisation.
 
@@ -272,6 +280,7 @@ class MixturePrior(nn.Module):
                  init_std: float | None = None,
                  gamma: tuple[float, float] | None = (250.0, 0.1),
                  gamma_zero: tuple[float, float] | None = (5000.0, 2.0),
+                 min_std: float = 1e-5, schedule: Schedule | str | None = None,
                  chunk_size: int = 8192, generator: torch.Generator | None = None) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -283,6 +292,9 @@ class MixturePrior(nn.Module):
                              f"them is the zero component), got {n_components}")
         if zero_component and not (0.0 < float(pi_zero) < 1.0):
             raise ValueError(f"pi_zero must be in (0, 1), got {pi_zero}")
+        if isinstance(min_std, bool) or not isinstance(min_std, (int, float)) \
+                or not 0 < min_std < math.inf:
+            raise ValueError(f"min_std must be a finite number > 0 (e.g. 1e-5), got {min_std!r}")
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
         if init not in ("range", "kmeans"):
@@ -297,6 +309,8 @@ class MixturePrior(nn.Module):
         self.gamma = gamma
         self.gamma_zero = gamma_zero
         self.chunk_size = chunk_size
+        self.min_std = float(min_std)
+        self.schedule = as_schedule(schedule)
         w = self.flat_weights()
         j_free = n_components - 1 if zero_component else n_components
         if init == "kmeans":
@@ -349,13 +363,18 @@ class MixturePrior(nn.Module):
                               logq + math.log1p(-self.pi_zero)])
         return logq
 
+    def effective_log_precisions(self) -> torch.Tensor:
+        """log λ of every component as used, capped at −2·log(min_std) (the σ floor)."""
+        return self.log_precisions.clamp(max=-2.0 * math.log(self.min_std))
+
     def precisions(self) -> torch.Tensor:
-        return self.log_precisions.exp()
+        return self.effective_log_precisions().exp()
 
     # ------------------------------------------------------------------ the loss
     def neg_log_likelihood(self) -> torch.Tensor:
         """−log p(w | θ), summed over the covered weights (fast path)."""
-        mu, loglam, logpi = self.component_means(), self.log_precisions, self.log_mixing()
+        mu, loglam, logpi = (self.component_means(), self.effective_log_precisions(),
+                             self.log_mixing())
         by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
         for _, p in self._targets:
             by_dtype.setdefault(p.dtype, []).append(p)
@@ -373,7 +392,7 @@ class MixturePrior(nn.Module):
             if g is None:
                 continue
             a, b = g
-            ll = self.log_precisions[sl]
+            ll = self.effective_log_precisions()[sl]
             out = out + (-(a - 1.0) * ll + b * ll.exp()).sum()
         return out
 
@@ -387,23 +406,39 @@ class MixturePrior(nn.Module):
         self._check_targets()
         return self.neg_log_likelihood() + self.neg_log_hyperprior()
 
-    def penalty(self, tau: float) -> torch.Tensor:
-        """τ · −log p(w, θ): the term to add to the task loss (τ finite and >= 0).
+    def penalty(self, tau: float, step: int | None = None) -> torch.Tensor:
+        """τ · s(step) · −log p(w, θ): the term to add to the task loss (τ finite and >= 0).
 
-        Use a warm-up (τ growing from 0) when the network was not pretrained with the prior:
-        ``prior.penalty(tau * min(1.0, step / warmup_steps))``.
+        ``s`` is the prior's ``schedule`` (constant 1 by default); with a warm-up schedule,
+        pass the training step. Ullrich et al. scale τ by the number of training examples:
+        ``prior.penalty(tau / n_train, step)`` next to a mean cross-entropy.
+
+        Example:
+            >>> from tying.schedules import LinearWarmup
+            >>> net = torch.nn.Linear(20, 10)
+            >>> prior = MixturePrior(net, 4, include="weight", schedule=LinearWarmup(100))
+            >>> prior.penalty(0.005, step=0).item() == 0, prior.penalty(0.005, step=50).item() != 0
+            (True, True)
         """
         if isinstance(tau, bool) or not isinstance(tau, (int, float)):
             raise TypeError(f"tau must be a float, got {type(tau).__name__}")
         if not math.isfinite(tau) or tau < 0:
             raise ValueError(f"tau must be finite and >= 0 (Ullrich et al. use 0.005 per "
                              f"training example's loss scale), got {tau}")
-        return tau * self()
+        if step is None:
+            if not isinstance(self.schedule, Constant):
+                raise ValueError("this prior has a schedule: pass the training step, "
+                                 "prior.penalty(tau, step)")
+            factor = self.schedule(0)
+        else:
+            factor = float(self.schedule(int(step)))
+        return (tau * factor) * self()
 
     def naive(self) -> torch.Tensor:
         """The same value by autodiff through an N×J logsumexp (oracle / benchmark peer)."""
         w = torch.cat([p.reshape(-1) for _, p in self._targets])
-        return naive_neg_log_likelihood(w, self.component_means(), self.log_precisions,
+        return naive_neg_log_likelihood(w, self.component_means(),
+                                        self.effective_log_precisions(),
                                         self.log_mixing()) + self.neg_log_hyperprior()
 
     def check_model(self, model: nn.Module) -> None:
@@ -425,7 +460,8 @@ class MixturePrior(nn.Module):
     @torch.no_grad()
     def responsibilities(self, w: torch.Tensor) -> torch.Tensor:
         """r_ij for the weights ``w`` (flattened): (N, J). For small N or inspection."""
-        mu, loglam, logpi = self.component_means(), self.log_precisions, self.log_mixing()
+        mu, loglam, logpi = (self.component_means(), self.effective_log_precisions(),
+                             self.log_mixing())
         d = w.reshape(-1, 1).to(mu.dtype) - mu
         logp = logpi + 0.5 * loglam - 0.5 * loglam.exp() * d * d
         return torch.softmax(logp, dim=1)
@@ -433,7 +469,7 @@ class MixturePrior(nn.Module):
     @torch.no_grad()
     def assign(self, w: torch.Tensor) -> torch.Tensor:
         """The index of each weight's most responsible component (chunked; (N,) int64)."""
-        return most_responsible(w, self.component_means(), self.log_precisions,
+        return most_responsible(w, self.component_means(), self.effective_log_precisions(),
                                 self.log_mixing(), self.chunk_size)
 
     def em_step(self, *, update_means: bool = True, update_precisions: bool = True,
@@ -443,6 +479,17 @@ class MixturePrior(nn.Module):
         M-step with the Gamma hyper-prior: λ_j = (½ Σ_i r_ij + α − 1) / (½ Σ_i r_ij d_ij² + β);
         μ_j = Σ_i r_ij w_i / Σ_i r_ij (the zero component stays at 0); π_j ∝ Σ_i r_ij for the
         free components (π₀ stays fixed). An alternative to learning rates for θ.
+
+        Example:
+            >>> g = torch.Generator().manual_seed(0)
+            >>> net = torch.nn.Linear(100, 10)
+            >>> two = 0.5 * torch.randint(0, 2, (10, 100), generator=g)   # weights at 0 or 0.5
+            >>> _ = net.weight.data.copy_(two + 0.01 * torch.randn(10, 100, generator=g))
+            >>> prior = MixturePrior(net, 3, include="weight")
+            >>> for _ in range(20):
+            ...     _ = prior.em_step()
+            >>> round(prior.component_means().max().item(), 1)   # a component found 0.5
+            0.5
         """
         with torch.no_grad():
             self._em_step(update_means, update_precisions, update_mixing)
@@ -463,6 +510,8 @@ class MixturePrior(nn.Module):
         new_mu = torch.where(s0 > 1e-12, s1 / s0.clamp_min(1e-12), mu)
         if self.zero_component:
             new_mu[0] = 0.0
+        if not update_means:     # the precisions are then estimated around the kept means
+            new_mu = mu
         s2 = torch.zeros(j, dtype=torch.float64)
         for _, p in self._targets:
             flat = p.detach().reshape(-1).double()
@@ -480,7 +529,8 @@ class MixturePrior(nn.Module):
                     alpha[sl], beta[sl] = g
             lam = (0.5 * s0 + alpha - 1.0) / (0.5 * s2 + beta)
             ok = (lam > 0) & torch.isfinite(lam)
-            self.log_precisions.copy_(torch.where(ok, lam.clamp_min(1e-12).log(),
+            cap = -2.0 * math.log(self.min_std)
+            self.log_precisions.copy_(torch.where(ok, lam.clamp_min(1e-12).log().clamp(max=cap),
                                                   self.log_precisions.double()))
         if update_mixing:
             free = s0[1:] if self.zero_component else s0
@@ -496,7 +546,7 @@ class MixturePrior(nn.Module):
         component stays at μ = 0. Component 0 stays the zero component.
         """
         mu = self.component_means().double().tolist()
-        var = (-self.log_precisions.double()).exp().tolist()
+        var = (-self.effective_log_precisions().double()).exp().tolist()
         pi = self.log_mixing().double().exp().tolist()
         comps = [[mu[i], var[i], pi[i], i == 0 and self.zero_component] for i in range(len(mu))]
         changed = True
@@ -525,7 +575,18 @@ class MixturePrior(nn.Module):
 
     @torch.no_grad()
     def merge_(self, kl_threshold: float = 1e-2) -> MixturePrior:
-        """Merge coinciding components in place (J shrinks: rebuild the optimizer after)."""
+        """Merge coinciding components in place (J shrinks: rebuild the optimizer after).
+
+        With a zero component, π₀ stays fixed: the mass a component merged into it carried is
+        shared out over the remaining free components (their proportions are renormalised).
+
+        Example:
+            >>> net = torch.nn.Linear(30, 10)
+            >>> prior = MixturePrior(net, 5, include="weight")
+            >>> _ = prior.means.data.copy_(torch.tensor([-0.1, 0.1, 0.1, 0.1]))
+            >>> prior.merge_().n_components       # the three at 0.1 become one
+            3
+        """
         mu, loglam, logpi = self.merged(kl_threshold)
         dt = self.means.dtype
         if self.zero_component:

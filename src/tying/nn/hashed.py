@@ -79,6 +79,13 @@ class HashedLinear(_Hashed):
         compression: K / (in · out) when ``buckets`` is not given (e.g. 1/8).
         buckets: K, the number of real weights.
         seed: selects the layer's hash (use a different one per layer).
+
+    Example:
+        >>> layer = HashedLinear(100, 50, buckets=625, seed=3)
+        >>> layer.weight.numel(), layer.compression_factor
+        (625, 0.125)
+        >>> layer(torch.zeros(3, 100)).shape
+        torch.Size([3, 50])
     """
 
     def __init__(self, in_features: int, out_features: int, *, compression: float | None = 0.125,
@@ -102,6 +109,8 @@ class HashedConv2d(_Hashed):
 
     Example:
         >>> conv = HashedConv2d(1, 20, 5, compression=1 / 4, seed=1)
+        >>> conv.weight.numel(), conv.compression_factor      # K = 500 · 1/4
+        (125, 0.25)
         >>> conv(torch.zeros(2, 1, 28, 28)).shape
         torch.Size([2, 20, 24, 24])
     """
