@@ -73,13 +73,9 @@ _BUFFER_DTYPES = {"float32": "<f4", "int64": "<i8"}   # how buffers are stored
 
 def _persistent_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
     """name → the model's buffers that belong in its ``state_dict`` (not the non-persistent)."""
-    out = {}
-    for name, buf in model.named_buffers():
-        prefix, _, leaf = name.rpartition(".")
-        owner = model.get_submodule(prefix) if prefix else model
-        if leaf not in owner._non_persistent_buffers_set:
-            out[name] = buf
-    return out
+    params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    return {n: t for n, t in model.state_dict(keep_vars=True).items()
+            if n not in params and isinstance(t, torch.Tensor)}   # not a module's extra state
 
 
 def _stored_buffers(model: nn.Module) -> dict[str, torch.Tensor]:

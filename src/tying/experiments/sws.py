@@ -278,7 +278,7 @@ def _check_point(mname, pt) -> None:
     v = pt.get("pi_zero", 0.5)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
         raise RunSettingsError(f"{mname}: an 'sws' point's 'pi_zero' must be in (0, 1) (e.g. "
-                               f"0.99), got {pt['pi_zero']!r}")
+                               f"0.99), got {v!r}")
 
 
 def _point_cfg(cfg, pt) -> dict:
