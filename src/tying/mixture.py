@@ -388,11 +388,12 @@ class MixturePrior(nn.Module):
     def neg_log_hyperprior(self) -> torch.Tensor:
         """−log p(θ): Gamma(λ | α, β) on the precisions, up to a constant."""
         out = self.log_precisions.new_zeros(())
+        loglam = self.effective_log_precisions()
         for sl, g in self._gamma_slices():
             if g is None:
                 continue
             a, b = g
-            ll = self.effective_log_precisions()[sl]
+            ll = loglam[sl]
             out = out + (-(a - 1.0) * ll + b * ll.exp()).sum()
         return out
 
